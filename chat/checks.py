@@ -1,0 +1,61 @@
+"""System checks for the traps of running Django under gevent (``manage.py check``)."""
+import os
+import sys
+
+from django.conf import settings
+from django.core.checks import Error, Tags, register
+
+
+@register(Tags.compatibility)
+def check_gevent(app_configs, **kwargs):
+    """Refuse to run without cooperative sockets, or with settings that leak or block."""
+    patches = sys.modules.get("patches")  # never import it here: that would patch too late
+    errors = []
+    if patches is None or not patches.is_applied():
+        errors.append(Error(
+            "gevent patching is not active.",
+            hint="Import patches first in every entry point (wsgi.py, manage.py, "
+                 "gunicorn.conf.py; pytest: -p patches).",
+            id="chat.E001"))
+    for alias, database in settings.DATABASES.items():
+        if database.get("CONN_MAX_AGE", 0) != 0:
+            errors.append(Error(
+                f"DATABASES[{alias!r}]['CONN_MAX_AGE'] must be 0 under gevent.",
+                hint="Each greenlet is a thread to Django: a persistent connection per "
+                     "finished greenlet is never reused. chat.db.db_work() bounds them.",
+                id="chat.E002"))
+        if database.get("ENGINE") != "django.db.backends.postgresql":
+            errors.append(Error(
+                f"DATABASES[{alias!r}] must be PostgreSQL.",
+                hint="SQLite's C calls and lock waits block the gevent hub; set DATABASE_URL "
+                     "to a PostgreSQL server or leave it unset for the embedded one.",
+                id="chat.E003"))
+    if os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE"):
+        errors.append(Error(
+            "DJANGO_ALLOW_ASYNC_UNSAFE is set.",
+            hint="Under gevent one greenlet in async_to_sync makes every other greenlet's ORM "
+                 "call fail; unset it and use no async views, middleware or receivers.",
+            id="chat.E004"))
+    return errors
+
+
+@register(Tags.security)
+def check_password_hashing(app_configs, **kwargs):
+    """Insist that passwords are hashed off the hub."""
+    if settings.PASSWORD_HASHERS[:1] != ["chat.hashers.OffloadedPBKDF2PasswordHasher"]:
+        return [Error(
+            "The first password hasher does not hash off the gevent hub.",
+            hint="Put 'chat.hashers.OffloadedPBKDF2PasswordHasher' first in PASSWORD_HASHERS: "
+                 "a PBKDF2 check costs ~0.35 s of CPU and would stall every socket.",
+            id="chat.E005")]
+    return []
+
+
+@register()
+def check_chat_settings(app_configs, **kwargs):
+    """Check that the CHAT_ numbers are positive."""
+    names = ["CHAT_MAX_MESSAGE_BYTES", "CHAT_PING_INTERVAL", "CHAT_IDLE_TIMEOUT",
+             "CHAT_SEND_QUEUE_SIZE", "CHAT_DB_CONCURRENCY", "CHAT_DB_WAIT_TIMEOUT"]
+    return [Error(f"{name} must be a positive number, not {getattr(settings, name)!r}.",
+                  id="chat.E006")
+            for name in names if not getattr(settings, name) > 0]

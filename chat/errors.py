@@ -1,0 +1,24 @@
+"""The chat's exceptions. The socket edge turns them into protocol ``error`` events."""
+
+
+class ChatError(Exception):
+    """A failure reported to the client as an ``error`` event with ``code``."""
+
+    code = "server_error"
+
+    def __init__(self, detail, ref=None):
+        super().__init__(detail)
+        self.detail = detail
+        self.ref = ref
+
+
+class BadRequest(ChatError):
+    code = "bad_request"
+
+
+class UnknownType(ChatError):
+    code = "unknown_type"
+
+
+class ServerBusy(ChatError):
+    code = "server_error"

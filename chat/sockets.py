@@ -1,0 +1,167 @@
+"""The socket session: one per WebSocket, with a reader, a bounded writer queue and keep-alive.
+
+The reader greenlet (the view's own) parses and dispatches frames one at a time. Everything
+sent to the client goes through a bounded queue drained by a writer greenlet, so a slow or
+dead client never delays the others: when its queue overflows it is closed with 1013 and
+comes back with ``since``. A keep-alive greenlet pings and drops peers that went silent.
+"""
+import logging
+import socket
+import time
+import weakref
+
+import gevent
+from gevent.queue import Full, Queue
+
+from chat import commands, protocol
+from chat.errors import ChatError, UnknownType
+from chat.wsmends import MendedWebSocket, encode_frame
+
+logger = logging.getLogger(__name__)
+
+CLOSE_TIMEOUT = 5.0  # seconds a closing peer gets to read our close frame and answer it
+PING_FRAME = encode_frame(b"", MendedWebSocket.OPCODE_PING)
+
+#: The sessions open in this worker, for the 1001 close on shutdown.
+live_sessions = weakref.WeakSet()
+
+
+class SocketSession:
+    """Serve one authenticated WebSocket until it closes."""
+
+    def __init__(self, ws, user, *, queue_size, ping_interval, idle_timeout, clock=time.monotonic):
+        self.ws = ws
+        self.user = user
+        self.clock = clock
+        self.ping_interval = ping_interval
+        self.idle_timeout = idle_timeout
+        self.outbox = Queue(maxsize=queue_size)
+        self.closing = False
+        self._greenlets = []
+
+    def run(self):
+        """Read and dispatch frames until the peer leaves or the session is closed."""
+        live_sessions.add(self)
+        self._greenlets = [gevent.spawn(self._write_loop), gevent.spawn(self._keepalive_loop)]
+        try:
+            while True:
+                message = self.ws.receive()
+                if message is None:
+                    break
+                self.handle(message)
+        finally:
+            live_sessions.discard(self)
+            gevent.killall(self._greenlets, block=False)
+            self._linger()
+
+    def handle(self, message):
+        """Dispatch one client message; turn failures into ``error`` events."""
+        frame = None
+        try:
+            if not isinstance(message, str):
+                raise protocol.BadRequest("binary messages are not accepted; send JSON text")
+            frame = protocol.parse(message)
+            command = commands.registry().get(frame.type)
+            if command is None:
+                raise UnknownType(f"unknown frame type {frame.type!r}")
+            command(self, frame)
+        except ChatError as error:
+            if error.ref is None and frame is not None:
+                error.ref = frame.ref
+            self.send(protocol.error_event(error))
+        except Exception:
+            logger.exception("frame from %s failed", self.user.get_username())
+            self.send(protocol.error_event(ChatError("the server failed to handle this frame",
+                                                     ref=frame.ref if frame else None)))
+
+    def send(self, event):
+        """Queue one event for this client."""
+        self.send_frame(encode_frame(protocol.encode(event)))
+
+    def send_frame(self, frame):
+        """Queue prebuilt frame bytes (the same bytes may go to many sessions)."""
+        if self.closing:
+            return
+        try:
+            self.outbox.put_nowait(frame)
+        except Full:
+            logger.warning("send queue of %s overflowed (%s events): closing with 1013",
+                           self.user.get_username(), self.outbox.maxsize)
+            self.close(1013, "too slow: reconnect and resume with since")
+
+    def close(self, code, reason=""):
+        """Close with ``code`` after the frame being written; drop what is still queued."""
+        if self.closing:
+            return
+        self.closing = True
+        while not self.outbox.empty():
+            self.outbox.get_nowait()
+        self.outbox.put_nowait((code, reason))  # fits: the queue was just emptied
+        # A peer that never reads or never answers is cut off after CLOSE_TIMEOUT.
+        self._greenlets.append(gevent.spawn_later(CLOSE_TIMEOUT, self.ws.shutdown))
+
+    def _write_loop(self):
+        while True:
+            item = self.outbox.get()
+            if isinstance(item, tuple):
+                code, reason = item
+                self.ws.close(code, reason)
+                logger.info("closed socket of %s with %s (%s)", self.user.get_username(), code, reason)
+                return
+            try:
+                self.ws.send_raw(item)
+            except OSError:
+                self.ws.shutdown()
+                return
+
+    def _linger(self):
+        """End TCP politely: FIN after our close frame, then drain the peer until it closes.
+
+        Closing a socket with unread input makes the kernel send RST, which can destroy our
+        close frame before the client reads it (a client closed with 1009 is usually still
+        sending its payload). Same idea as nginx's lingering_close.
+        """
+        sock = getattr(self.ws.handler, "socket", None)
+        if sock is None:
+            return
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            with gevent.Timeout(CLOSE_TIMEOUT, False):
+                while sock.recv(65536):
+                    pass
+        except OSError:
+            pass
+
+    def _keepalive_loop(self):
+        while True:
+            gevent.sleep(min(self.ping_interval, self.idle_timeout / 2))
+            silent_for = self.clock() - self.ws.last_received
+            if silent_for > self.idle_timeout:
+                logger.info("%s silent for %.0f s: closing", self.user.get_username(), silent_for)
+                self.close(1001, "idle timeout")
+                return
+            self.send_frame(PING_FRAME)
+
+
+def close_all(code, reason):
+    """Close every open session of this worker with ``code``."""
+    sessions = list(live_sessions)
+    for session in sessions:
+        session.close(code, reason)
+    logger.info("closing %s sockets with %s", len(sessions), code)
+
+
+def going_away_handler(previous):
+    """Wrap a signal handler so that every socket gets a 1001 close frame first.
+
+    On SIGTERM gunicorn waits ``graceful_timeout`` for the pool to drain, but sockets never
+    drain: they would be dropped without a close frame and clients could not tell a restart
+    from a network fault (PROTOCOL.md: 1001, then reconnect with ``since``).
+    """
+    def handler(signum, frame):
+        # Blocking work does not belong in a signal handler (gunicorn #1126): use a greenlet.
+        gevent.spawn(close_all, 1001, "server going away")
+        if callable(previous):
+            previous(signum, frame)
+
+    return handler

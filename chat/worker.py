@@ -1,0 +1,84 @@
+"""The gunicorn worker: gevent-websocket's handler, with the checks that must come before the upgrade.
+
+gevent-websocket upgrades *before* the WSGI application runs, on any path that carries
+upgrade headers: the 101 has been sent by the time Django sees ``wsgi.websocket``. So
+the handler itself decides, before upgrading, that only ``CHAT_WS_PATH`` upgrades and that a
+foreign ``Origin`` gets HTTP 403 (PROTOCOL.md, Connection).
+"""
+import logging
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from gevent.pywsgi import WSGIHandler
+from geventwebsocket.handler import WebSocketHandler
+from gunicorn.workers.ggevent import GeventPyWSGIWorker, PyWSGIHandler
+
+logger = logging.getLogger(__name__)
+
+
+def origin_allowed(origin, host, allowed_origins):
+    """Tell whether a handshake's ``Origin`` may open a socket.
+
+    No Origin (a non-browser client) is allowed; otherwise its host and port must equal the
+    request's ``Host`` (the scheme is not compared), or the origin be listed in the setting.
+    """
+    if origin is None:
+        return True
+    origin = origin.strip().lower()
+    if origin in (o.lower().rstrip("/") for o in allowed_origins):
+        return True
+    try:
+        netloc = urlsplit(origin).netloc
+    except ValueError:
+        return False
+    return bool(netloc) and netloc == (host or "").strip().lower()
+
+
+class ChatHandler(WebSocketHandler, PyWSGIHandler):
+    """Upgrade only ``CHAT_WS_PATH`` from allowed origins; log upgrades in the access log."""
+
+    def run_application(self):
+        if not self._asks_for_upgrade() or self.environ.get("PATH_INFO") != settings.CHAT_WS_PATH:
+            # Plain HTTP, even with upgrade headers: Django answers it like any request.
+            return WSGIHandler.run_application(self)
+        origin = self.environ.get("HTTP_ORIGIN")
+        if not origin_allowed(origin, self.environ.get("HTTP_HOST"), settings.CHAT_ALLOWED_ORIGINS):
+            logger.warning("refused WebSocket from origin %r (host %r)", origin,
+                           self.environ.get("HTTP_HOST"))
+            return self._refuse(b"403 Forbidden", b"This origin may not open a WebSocket here.\n")
+        self.max_message_size = settings.CHAT_MAX_MESSAGE_BYTES
+        return super().run_application()
+
+    def run_websocket(self):
+        """Run the application for an upgraded socket.
+
+        Unlike 0.10.1, keep no registry of clients by address: with a Unix-socket bind every
+        address is '' and its ``del`` raised KeyError when several sockets closed.
+        """
+        try:
+            list(self.application(self.environ, lambda status, headers, exc_info=None: []))
+        finally:
+            if not self.websocket.closed:
+                self.websocket.close(1011, "server error")
+            self.environ["wsgi.websocket"] = None
+            self.websocket = None
+
+    def log_request(self):
+        # gunicorn's access log, upgrades included (gevent-websocket's own skips 101s).
+        PyWSGIHandler.log_request(self)
+
+    def _asks_for_upgrade(self):
+        return (self.environ.get("HTTP_UPGRADE", "").lower() == "websocket"
+                and "upgrade" in self.environ.get("HTTP_CONNECTION", "").lower())
+
+    def _refuse(self, status, body):
+        self.start_response(status.decode(), [("Content-Type", "text/plain; charset=utf-8"),
+                                              ("Content-Length", str(len(body)))])
+        self.result = [body]
+        self.process_result()
+
+
+class ChatWorker(GeventPyWSGIWorker):
+    """gunicorn's gevent worker serving Django pages and WebSockets with :class:`ChatHandler`."""
+
+    wsgi_handler = ChatHandler

@@ -1,0 +1,72 @@
+"""Server settings and hooks for ``gunicorn -c gunicorn.conf.py wsgi``.
+
+Settings come from the environment (README.md, "Configuration"). Django is imported only
+inside worker hooks: the master must stay free of it (never ``preload_app``).
+"""
+import patches  # noqa: F401  (first: nothing may import socket or threading before gevent)
+
+import logging
+import os
+import resource
+import signal
+import subprocess
+import sys
+
+from project import embedded
+
+bind = [os.environ.get("CHAT_BIND", "127.0.0.1:8000")]
+workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
+worker_class = "chat.worker.ChatWorker"
+# The worker's greenlet pool: every open socket holds a slot and pages wait when it is full,
+# so leave headroom above the 10,000 sockets a worker is sized for.
+worker_connections = int(os.environ.get("CHAT_WORKER_CONNECTIONS", "11000"))
+timeout = 30
+keepalive = 5
+graceful_timeout = int(os.environ.get("CHAT_GRACEFUL_TIMEOUT", "10"))
+max_requests = 0  # a restart drops every socket of the worker
+preload_app = False  # would import Django (and django.db) in the master, before patching
+accesslog = os.environ.get("CHAT_ACCESS_LOG", "-")
+errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+# gunicorn 27 opens a control socket at one path shared by every instance of the user.
+control_socket_disable = True
+proc_name = "chat"
+
+OPEN_FILES = 10_000 + 1_024
+MAX_BLOCKING_TIME = float(os.environ.get("CHAT_MAX_BLOCKING_TIME", "0.1"))
+BLOCKING_MONITOR = os.environ.get("CHAT_BLOCKING_MONITOR", "1") not in ("0", "false", "no")
+_embedded_server = None
+
+
+def on_starting(server):
+    """Raise the file limit, start the embedded database if needed, and migrate once."""
+    global _embedded_server
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = OPEN_FILES if hard == resource.RLIM_INFINITY else min(hard, max(soft, OPEN_FILES))
+    if wanted > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    if wanted < OPEN_FILES:
+        server.log.warning("open files limited to %s: fewer than 10,000 sockets per worker", wanted)
+    _embedded_server = embedded.ensure_database_url()
+    if _embedded_server is not None:
+        server.log.info("migrating the embedded database")
+        subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
+                       cwd=embedded.BASE_DIR, check=True)
+
+
+def on_exit(server):
+    """Stop the embedded database (if this master started it)."""
+    embedded.stop(_embedded_server)
+
+
+def post_worker_init(worker):
+    """Warm Django up, start gevent's blocking monitor and close sockets with 1001 on stop."""
+    from chat import monitor, sockets
+
+    monitor.warm_up()
+    if BLOCKING_MONITOR:
+        monitor.start(MAX_BLOCKING_TIME)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        previous = signal.getsignal(signum)
+        signal.signal(signum, sockets.going_away_handler(previous))
+    logging.getLogger("chat").info("worker %s ready", worker.pid)

@@ -1,0 +1,111 @@
+"""Fixtures: the test database as a URL, users with sessions, and real gunicorn servers."""
+import json
+import urllib.parse
+
+import pytest
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
+from django.contrib.sessions.backends.db import SessionStore
+
+from chat.monitor import REPORT_PREFIX
+from tests.live import BASE_DIR, Gunicorn
+
+MEASUREMENTS = {}
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_test_environment, django_db_blocker):
+    """Create the test database for every run, not only when a test asks for ``db``.
+
+    pytest-django sets up only the databases that collected tests mark; the live-server
+    tests reach the database through gunicorn instead. Never use ``transactional_db`` here:
+    its flush would delete the users that the session-scoped servers rely on.
+    """
+    from django.test.utils import setup_databases, teardown_databases
+
+    with django_db_blocker.unblock():
+        config = setup_databases(verbosity=0, interactive=False, aliases={"default"})
+    yield
+    with django_db_blocker.unblock():
+        teardown_databases(config, verbosity=0)
+
+
+@pytest.fixture(scope="session")
+def database_url(django_db_setup, django_db_blocker):
+    """The URL of pytest-django's test database, for the servers under test."""
+    import os
+
+    from django.db import connection
+
+    name = connection.settings_dict["NAME"]
+    return urllib.parse.urlsplit(os.environ["DATABASE_URL"])._replace(path="/" + name).geturl()
+
+
+@pytest.fixture(scope="session")
+def make_users(django_db_setup, django_db_blocker):
+    """Create users (committed, visible to the servers) and return (username, session key)s."""
+    counter = iter(range(1, 1_000_000))
+
+    def make(count, prefix="user", password=None):
+        User = get_user_model()
+        with django_db_blocker.unblock():
+            names = [f"{prefix}{next(counter)}" for _ in range(count)]
+            users = [User(username=name) for name in names]
+            for user in users:
+                if password is None:
+                    user.set_unusable_password()
+                else:
+                    user.password = password  # an encoded hash, computed once by the caller
+            User.objects.bulk_create(users)
+            users = list(User.objects.filter(username__in=names).order_by("id"))
+            return [(user.get_username(), _session_for(user)) for user in users]
+
+    return make
+
+
+def _session_for(user):
+    store = SessionStore()
+    store[SESSION_KEY] = str(user.pk)
+    store[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+    store[HASH_SESSION_KEY] = user.get_session_auth_hash()
+    store.create()
+    return store.session_key
+
+
+@pytest.fixture(scope="session")
+def start_server(database_url, tmp_path_factory):
+    """Start gunicorns with the project's config; stop them all at the end."""
+    servers = []
+    log_dir = tmp_path_factory.mktemp("gunicorn")
+
+    def start(**env):
+        server = Gunicorn(database_url, log_dir, **env).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def server(start_server):
+    """The shared gunicorn (one worker). Its blocking monitor must report nothing."""
+    shared = start_server(CHAT_ALLOWED_ORIGINS="https://allowed.example")
+    yield shared
+    assert REPORT_PREFIX not in shared.log(), "the hub blocked during the tests:\n" + shared.log()
+
+
+@pytest.fixture(scope="session")
+def measurements():
+    """Figures measured by the tests, printed at the end of the run and saved to var/."""
+    return MEASUREMENTS
+
+
+def pytest_terminal_summary(terminalreporter):
+    if MEASUREMENTS:
+        terminalreporter.section("measured")
+        for name, value in MEASUREMENTS.items():
+            terminalreporter.write_line(f"{name}: {value}")
+        out = BASE_DIR / "var" / "measurements.json"
+        out.parent.mkdir(exist_ok=True)
+        out.write_text(json.dumps(MEASUREMENTS, indent=2))

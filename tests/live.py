@@ -1,0 +1,142 @@
+"""Helpers for tests against a real gunicorn: start it, sign users in, speak the protocol."""
+import http.cookiejar
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import websocket
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+START_TIMEOUT = 30
+
+
+def free_port():
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Gunicorn:
+    """A gunicorn started with the project's own gunicorn.conf.py, logging to a file."""
+
+    def __init__(self, database_url, log_dir, **env):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.ws_url = f"ws://127.0.0.1:{self.port}/ws/"
+        self.log_path = Path(log_dir) / f"gunicorn-{self.port}.log"
+        self.env = {**os.environ, "DATABASE_URL": database_url, "CHAT_BIND": f"127.0.0.1:{self.port}",
+                    "CHAT_TEST_HOOKS": "1", **{k: str(v) for k, v in env.items()}}
+        self.process = None
+
+    def start(self):
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi"],
+            cwd=BASE_DIR, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited with {self.process.returncode}:\n{self.log()}")
+            if "worker " in self.log() and " ready" in self.log():
+                try:
+                    urllib.request.urlopen(self.url + "/accounts/login/", timeout=2).read()
+                    return self
+                except (OSError, urllib.error.URLError):
+                    pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"gunicorn did not start in {START_TIMEOUT} s:\n{self.log()}")
+
+    def stop(self, timeout=15):
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        return self.process.returncode if self.process else None
+
+    def log(self):
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def worker_pids(self):
+        out = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True)
+        return [int(pid) for pid in out.stdout.split()]
+
+
+def connect(server, session_key=None, origin=None, timeout=10, **options):
+    """Open a WebSocket to ``server`` with the session cookie (when given)."""
+    headers = {}
+    if session_key:
+        headers["cookie"] = f"sessionid={session_key}"
+    ws = websocket.create_connection(server.ws_url, timeout=timeout, origin=origin,
+                                     suppress_origin=origin is None, header=headers, **options)
+    return ws
+
+
+def send(ws, **frame):
+    ws.send(json.dumps(frame))
+
+
+def receive(ws, timeout=10):
+    """Receive one JSON event, failing after ``timeout`` seconds."""
+    ws.settimeout(timeout)
+    return json.loads(ws.recv())
+
+
+def receive_type(ws, kind, timeout=10):
+    """Receive events until one of type ``kind`` arrives; return it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        event = receive(ws, max(0.01, deadline - time.monotonic()))
+        if event.get("type") == kind:
+            return event
+
+
+def close_code(ws, timeout=10):
+    """Read until the server's close frame; return its status code."""
+    ws.settimeout(timeout)
+    while True:
+        opcode, frame = ws.recv_data_frame(control_frame=True)
+        if opcode == websocket.ABNF.OPCODE_CLOSE:
+            data = frame.data
+            return int.from_bytes(data[:2], "big") if len(data) >= 2 else None
+
+
+class Browser:
+    """A cookie-keeping HTTP client that signs in through the real login form."""
+
+    def __init__(self, server):
+        self.server = server
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
+
+    def get(self, path, timeout=10):
+        return self.opener.open(self.server.url + path, timeout=timeout)
+
+    def post_form(self, path, fields, token_page=None, timeout=30):
+        """POST ``fields`` with the CSRF token of the form on ``token_page`` (default ``path``)."""
+        page = self.get(token_page or path).read().decode()
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+        data = urllib.parse.urlencode({"csrfmiddlewaretoken": token, **fields}).encode()
+        request = urllib.request.Request(self.server.url + path, data=data,
+                                         headers={"Referer": self.server.url + path})
+        return self.opener.open(request, timeout=timeout)
+
+    def login(self, username, password):
+        response = self.post_form("/accounts/login/", {"username": username, "password": password})
+        return response
+
+    def cookie(self, name):
+        return next((c.value for c in self.jar if c.name == name), None)
