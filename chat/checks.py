@@ -17,7 +17,20 @@ def check_gevent(app_configs, **kwargs):
             hint="Import patches first in every entry point (wsgi.py, manage.py, "
                  "gunicorn.conf.py; pytest: -p patches).",
             id="chat.E001"))
-    for alias, database in settings.DATABASES.items():
+    errors.extend(database_errors(settings.DATABASES))
+    if os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE"):
+        errors.append(Error(
+            "DJANGO_ALLOW_ASYNC_UNSAFE is set.",
+            hint="Under gevent one greenlet in async_to_sync makes every other greenlet's ORM "
+                 "call fail; unset it and use no async views, middleware or receivers.",
+            id="chat.E004"))
+    return errors
+
+
+def database_errors(databases):
+    """Report databases that leak connections or block the hub under gevent."""
+    errors = []
+    for alias, database in databases.items():
         if database.get("CONN_MAX_AGE", 0) != 0:
             errors.append(Error(
                 f"DATABASES[{alias!r}]['CONN_MAX_AGE'] must be 0 under gevent.",
@@ -30,12 +43,6 @@ def check_gevent(app_configs, **kwargs):
                 hint="SQLite's C calls and lock waits block the gevent hub; set DATABASE_URL "
                      "to a PostgreSQL server or leave it unset for the embedded one.",
                 id="chat.E003"))
-    if os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE"):
-        errors.append(Error(
-            "DJANGO_ALLOW_ASYNC_UNSAFE is set.",
-            hint="Under gevent one greenlet in async_to_sync makes every other greenlet's ORM "
-                 "call fail; unset it and use no async views, middleware or receivers.",
-            id="chat.E004"))
     return errors
 
 

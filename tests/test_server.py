@@ -234,3 +234,9 @@ def _read_exactly(sock, n):
         assert chunk, "connection closed before a close frame"
         data += chunk
     return data
+
+
+def test_disallowed_host_closes_the_socket_with_1008(server, make_users):
+    [(_, key)] = make_users(1)
+    ws = connect(server, key, host="evil.example")
+    assert close_code(ws) == 1008

@@ -1,0 +1,50 @@
+"""System checks name the gevent traps (chat.E001 to chat.E006)."""
+import sys
+
+import pytest
+from django.test import override_settings
+
+from chat import checks
+
+
+def ids(errors):
+    return [error.id for error in errors]
+
+
+def test_no_errors_with_the_project_settings():
+    assert checks.check_gevent(None) == []
+    assert checks.check_password_hashing(None) == []
+    assert checks.check_chat_settings(None) == []
+
+
+def test_missing_patches_are_reported(monkeypatch):
+    monkeypatch.delitem(sys.modules, "patches")
+    assert ids(checks.check_gevent(None)) == ["chat.E001"]
+
+
+def test_persistent_connections_are_reported(settings):
+    databases = {"default": {**settings.DATABASES["default"], "CONN_MAX_AGE": 60}}
+    assert ids(checks.database_errors(databases)) == ["chat.E002"]
+
+
+def test_sqlite_is_reported():
+    databases = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": "x"}}
+    assert ids(checks.database_errors(databases)) == ["chat.E003"]
+
+
+def test_async_unsafe_escape_hatch_is_reported(monkeypatch):
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "1")
+    assert ids(checks.check_gevent(None)) == ["chat.E004"]
+
+
+@override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.PBKDF2PasswordHasher"])
+def test_hashing_on_the_hub_is_reported():
+    assert ids(checks.check_password_hashing(None)) == ["chat.E005"]
+
+
+@pytest.mark.parametrize("name", ["CHAT_DB_CONCURRENCY", "CHAT_IDLE_TIMEOUT"])
+def test_non_positive_numbers_are_reported(settings, name):
+    setattr(settings, name, 0)
+    errors = checks.check_chat_settings(None)
+    assert ids(errors) == ["chat.E006"]
+    assert errors[0].msg == f"{name} must be a positive number, not 0."
