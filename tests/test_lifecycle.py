@@ -94,7 +94,7 @@ def test_embedded_database_is_started_migrated_shared_and_stopped(tmp_path, meas
         assert (tmp_path / "pgdata" / "postmaster.pid").exists()
         # manage.py attaches to the running server and sees the migrated lobby of tables.
         shell = subprocess.run(
-            [sys.executable, "manage.py", "shell", "-c",
+            [sys.executable, "manage.py", "shell", "--no-imports", "-c",
              "from django.contrib.auth.models import User; print('users', User.objects.count())"],
             cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=60)
         assert shell.returncode == 0, shell.stderr
