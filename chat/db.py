@@ -9,16 +9,17 @@ greenlet's connection when done, so a worker never holds more connections than s
 import logging
 from contextlib import contextmanager
 
-import gevent
 from django.conf import settings
 from django.db import connections
 from gevent.lock import BoundedSemaphore
+from gevent.threadpool import ThreadPool
 
 from chat.errors import ServerBusy
 
 logger = logging.getLogger(__name__)
 
 _slots = None
+_pool = None
 
 
 def set_slots(semaphore):
@@ -55,10 +56,23 @@ def db_work():
 
 
 def offload(fn, *args, **kwargs):
-    """Run ``fn(*args, **kwargs)`` on gevent's native threadpool and wait cooperatively.
+    """Run ``fn(*args, **kwargs)`` on a native thread and wait cooperatively.
 
     For CPU-bound work that releases the GIL (hashlib, zlib, most C extensions) or calls
     that can't be patched. Never touch the ORM in ``fn``: Django's connections are per
     greenlet, and the pool's threads are not greenlets of this hub.
     """
-    return gevent.get_hub().threadpool.apply(fn, args, kwargs)
+    return offload_pool().apply(fn, args, kwargs)
+
+
+def offload_pool():
+    """Return the worker's pool of ``CHAT_OFFLOAD_THREADS`` threads, created on first use.
+
+    Its own pool, not the hub's: DNS look-ups use the hub's threadpool and must not queue
+    behind password hashes; and a few threads leave the hub a fair share of the CPU, where
+    ten busy hashing threads made pings wait over 100 ms.
+    """
+    global _pool
+    if _pool is None:
+        _pool = ThreadPool(settings.CHAT_OFFLOAD_THREADS)
+    return _pool

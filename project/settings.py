@@ -165,5 +165,8 @@ CHAT_SEND_QUEUE_SIZE = env_number("CHAT_SEND_QUEUE_SIZE", 1000)
 CHAT_DB_CONCURRENCY = env_number("CHAT_DB_CONCURRENCY", 10)
 # Seconds a unit of socket work waits for a database slot before answering server_error.
 CHAT_DB_WAIT_TIMEOUT = env_number("CHAT_DB_WAIT_TIMEOUT", 30.0, float)
+# Native threads for offload() (password hashing): enough to use the cores, few enough to
+# leave the hub its share of the CPU.
+CHAT_OFFLOAD_THREADS = env_number("CHAT_OFFLOAD_THREADS", 2)
 # Test-only frames (_sleep, _spin) that prove the hub never blocks; never enable in production.
 CHAT_TEST_HOOKS = env_bool("CHAT_TEST_HOOKS", False)
