@@ -103,3 +103,26 @@ def test_embedded_database_is_started_migrated_shared_and_stopped(tmp_path, meas
     finally:
         assert instance.stop() == 0
     assert not (tmp_path / "pgdata" / "postmaster.pid").exists(), "PostgreSQL still runs"
+
+
+def test_unix_socket_bind_survives_several_closing_sockets(start_server, make_users, tmp_path):
+    """gevent-websocket 0.10.1 keyed clients by address, '' for every Unix-socket client."""
+    import websocket
+
+    path = tmp_path / "chat.sock"
+    users = make_users(3, prefix="unix")
+    unix = start_server(CHAT_BIND=f"unix:{path}")
+    clients = []
+    for _, key in users:
+        raw = socket.socket(socket.AF_UNIX)
+        raw.settimeout(10)
+        raw.connect(str(path))
+        clients.append(websocket.create_connection("ws://localhost/ws/", socket=raw, timeout=10,
+                                                   header={"cookie": f"sessionid={key}"}))
+    for ws in clients:
+        send(ws, type="ping")
+        assert receive(ws)["type"] == "pong"
+    for ws in clients:
+        ws.close()
+    time.sleep(0.5)
+    assert "KeyError" not in unix.log() and "Traceback" not in unix.log(), unix.log()
