@@ -1,0 +1,89 @@
+"""Rooms and their messages. Each room has a gapless sequence: seq 1, 2, 3, ..."""
+from django.conf import settings
+from django.db import connection, models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class RoomQuerySet(models.QuerySet):
+    def visible_to(self, user):
+        """Rooms ``user`` may join: every public room and the private ones they belong to."""
+        return self.filter(Q(private=False) | Q(members=user)).distinct()
+
+    def allocate_seq(self, room_id):
+        """Take the room's next seq under its row lock; call inside the insert's transaction.
+
+        The row lock is held until commit, so concurrent senders to one room take turns and a
+        rolled-back insert gives its seq back: the sequence stays gapless across workers and
+        hosts, with no sequence object that would skip numbers.
+        """
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {Room._meta.db_table} SET last_seq = last_seq + 1 WHERE id = %s "
+                "RETURNING last_seq", [room_id])
+            return cursor.fetchone()[0]
+
+
+class Room(models.Model):
+    slug = models.SlugField(max_length=50, unique=True)
+    name = models.CharField(max_length=100)
+    private = models.BooleanField(default=False, help_text="Only members may join.")
+    members = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="chat_rooms")
+    last_seq = models.BigIntegerField(default=0, editable=False)
+    created = models.DateTimeField(default=timezone.now, editable=False)
+
+    objects = RoomQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+    def admits(self, user):
+        """Tell whether ``user`` may join this room."""
+        return not self.private or self.members.filter(pk=user.pk).exists()
+
+
+class MessageQuerySet(models.QuerySet):
+    def shown(self):
+        """Messages not deleted."""
+        return self.filter(deleted=False)
+
+    def after(self, room, seq):
+        """The room's messages with a seq above ``seq``, oldest first."""
+        return self.filter(room=room, seq__gt=seq).order_by("seq")
+
+    def before(self, room, seq):
+        """The room's messages with a seq below ``seq``, newest first."""
+        return self.filter(room=room, seq__lt=seq).order_by("-seq")
+
+    def sent_as(self, room, user, ref):
+        """The message that ``user`` sent to ``room`` with ``ref``, if any."""
+        return self.filter(room=room, user=user, ref=ref).first()
+
+
+class Message(models.Model):
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="messages")
+    seq = models.BigIntegerField()
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    body = models.TextField()
+    ref = models.CharField(max_length=64, null=True, blank=True,
+                           help_text="The sender's idempotency key.")
+    created = models.DateTimeField(default=timezone.now)
+    deleted = models.BooleanField(default=False)
+
+    objects = MessageQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["room", "seq"]
+        constraints = [
+            # Also the (room, seq) index that join, history and catch-up read by.
+            models.UniqueConstraint(fields=["room", "seq"], name="chat_message_room_seq"),
+            # Idempotency lives in the database itself: a retried send can't store twice.
+            models.UniqueConstraint(fields=["room", "user", "ref"], condition=Q(ref__isnull=False),
+                                    name="chat_message_room_user_ref"),
+        ]
+
+    def __str__(self):
+        return f"{self.room.slug}#{self.seq}"
