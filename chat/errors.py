@@ -20,5 +20,21 @@ class UnknownType(ChatError):
     code = "unknown_type"
 
 
+class UnknownRoom(ChatError):
+    code = "unknown_room"
+
+
+class NotJoined(ChatError):
+    code = "not_joined"
+
+
+class Forbidden(ChatError):
+    code = "forbidden"
+
+
+class RateLimited(ChatError):
+    code = "rate_limited"
+
+
 class ServerBusy(ChatError):
     code = "server_error"

@@ -1,14 +1,17 @@
-"""The wire protocol (docs/protocol.md): parse client frames, build server events.
+"""The wire protocol (docs/protocol.md): parse and validate client frames, build server events.
 
 Frames are UTF-8 JSON objects with a ``type``; a client frame may carry ``ref`` (a string of
 1 to 64 characters) that every reply or error caused by it echoes.
 """
 import json
+import re
 from dataclasses import dataclass, field
+
+from django.conf import settings
 
 from chat.errors import BadRequest
 
-REF_MAX_LENGTH = 64
+SLUG = re.compile(r"[-a-zA-Z0-9_]{1,50}\Z")
 
 
 @dataclass(frozen=True)
@@ -18,6 +21,34 @@ class Frame:
     type: str
     ref: str | None
     fields: dict = field(repr=False)
+
+    def slug(self, name="room"):
+        """Return the room slug in ``name``, or raise ``BadRequest``."""
+        value = self.fields.get(name)
+        if not isinstance(value, str) or not SLUG.match(value):
+            raise BadRequest(f"{name} must be a room slug (letters, digits, - and _)", self.ref)
+        return value
+
+    def integer(self, name, default=None, minimum=0, maximum=None):
+        """Return the whole number in ``name`` (or ``default`` when absent), or raise."""
+        value = self.fields.get(name)
+        if value is None:  # absent, or null
+            return default
+        in_range = (isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+                    and (maximum is None or value <= maximum))
+        if not in_range:
+            upper = f" to {maximum}" if maximum is not None else " or more"
+            raise BadRequest(f"{name} must be a whole number from {minimum}{upper}", self.ref)
+        return value
+
+    def body(self):
+        """Return the message body: 1 to CHAT_BODY_MAX_CHARS code points, not only space."""
+        value = self.fields.get("body")
+        limit = settings.CHAT_BODY_MAX_CHARS
+        if not isinstance(value, str) or not 1 <= len(value) <= limit or value.isspace():
+            raise BadRequest(f"body must be text of 1 to {limit} characters, "
+                             "not only white space", self.ref)
+        return value
 
 
 def parse(text):
@@ -31,14 +62,31 @@ def parse(text):
         raise BadRequest("the frame is not valid JSON") from None
     if not isinstance(data, dict):
         raise BadRequest("the frame must be a JSON object")
+    if _too_deep(text, data, settings.CHAT_MAX_JSON_DEPTH):
+        raise BadRequest("the frame is nested too deeply")
     ref = data.get("ref")
-    if "ref" in data and not (isinstance(ref, str) and 1 <= len(ref) <= REF_MAX_LENGTH):
+    limit = settings.CHAT_REF_MAX_CHARS
+    if "ref" in data and not (isinstance(ref, str) and 1 <= len(ref) <= limit):
         # The error carries no ref: the ref itself is what is wrong (PROTOCOL.md, Envelope).
-        raise BadRequest(f"ref must be a string of 1 to {REF_MAX_LENGTH} characters")
+        raise BadRequest(f"ref must be a string of 1 to {limit} characters")
     kind = data.get("type")
     if not isinstance(kind, str) or not kind:
         raise BadRequest("the frame has no type", ref=ref)
     return Frame(kind, ref, data)
+
+
+def _too_deep(text, data, limit):
+    # Counting brackets is C-speed and settles almost every frame; walk only when it can't.
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    level = [data]
+    for _ in range(limit):
+        level = [child for node in level
+                 for child in (node.values() if isinstance(node, dict) else node)
+                 if isinstance(child, (dict, list))]
+        if not level:
+            return False
+    return True
 
 
 def event(kind, ref=None, **fields):
@@ -47,6 +95,13 @@ def event(kind, ref=None, **fields):
     if ref is not None:
         built["ref"] = ref
     return built
+
+
+def message_event(message, room_slug, username):
+    """Build the ``message`` event of a stored message (also the items of history lists)."""
+    return event("message", message.ref, room=room_slug, seq=message.seq, id=message.id,
+                 user=username, body=message.body,
+                 ts=message.created.isoformat().replace("+00:00", "Z"))
 
 
 def error_event(error):

@@ -19,19 +19,35 @@ from chat.wsmends import MendedWebSocket, encode_frame
 
 logger = logging.getLogger(__name__)
 
-CLOSE_TIMEOUT = 5.0  # seconds a closing peer gets to read our close frame and answer it
 PING_FRAME = encode_frame(b"", MendedWebSocket.OPCODE_PING)
 
 #: The sessions open in this worker, for the 1001 close on shutdown.
 live_sessions = weakref.WeakSet()
 
 
+class Membership:
+    """A session's place in one room: buffering until ``joined`` is sent, then live."""
+
+    __slots__ = ("room_id", "last_seq", "buffer")
+
+    def __init__(self):
+        self.room_id = None
+        self.last_seq = 0
+        self.buffer = []  # (seq, frame) that arrived while the room was being read
+
+
 class SocketSession:
     """Serve one authenticated WebSocket until it closes."""
 
-    def __init__(self, ws, user, *, queue_size, ping_interval, idle_timeout, clock=time.monotonic):
+    def __init__(self, ws, user, *, hub, limiter, queue_size, ping_interval, idle_timeout,
+                 close_timeout=5.0, clock=time.monotonic):
         self.ws = ws
         self.user = user
+        self.username = user.get_username()
+        self.hub = hub
+        self.limiter = limiter
+        self.rooms = {}  # slug -> Membership
+        self.close_timeout = close_timeout
         self.clock = clock
         self.ping_interval = ping_interval
         self.idle_timeout = idle_timeout
@@ -51,6 +67,8 @@ class SocketSession:
                 self.handle(message)
         finally:
             live_sessions.discard(self)
+            for slug in list(self.rooms):
+                self.unsubscribe(slug)
             gevent.killall(self._greenlets, block=False)
             self._linger()
 
@@ -70,9 +88,43 @@ class SocketSession:
                 error.ref = frame.ref
             self.send(protocol.error_event(error))
         except Exception:
-            logger.exception("frame from %s failed", self.user.get_username())
+            logger.exception("frame from %s failed", self.username)
             self.send(protocol.error_event(ChatError("the server failed to handle this frame",
                                                      ref=frame.ref if frame else None)))
+
+    def subscribe(self, slug):
+        """Start receiving ``slug``'s events, held back until ``ready()``; return the channel."""
+        self.rooms[slug] = Membership()
+        return self.hub.attach(self, slug)
+
+    def ready(self, slug, room_id, seq):
+        """Go live in ``slug`` after ``joined`` (up to ``seq``): pass on what was held back."""
+        membership = self.rooms[slug]
+        membership.room_id, membership.last_seq = room_id, seq
+        held, membership.buffer = membership.buffer, None
+        for held_seq, frame in held:
+            self.deliver(slug, held_seq, frame)
+
+    def unsubscribe(self, slug):
+        """Stop receiving ``slug``'s events and end this socket's presence there."""
+        if self.rooms.pop(slug, None) is not None:
+            self.hub.detach(self, slug)
+
+    def deliver(self, slug, seq, frame):
+        """Take a room's event from the hub: each seq once, in order, after ``joined``."""
+        membership = self.rooms.get(slug)
+        if membership is None:
+            return
+        if membership.buffer is not None:
+            membership.buffer.append((seq, frame))
+            if len(membership.buffer) > self.outbox.maxsize:
+                self.close(1013, "too slow: reconnect and resume with since")
+            return
+        if seq is not None:
+            if seq <= membership.last_seq:
+                return
+            membership.last_seq = seq
+        self.send_frame(frame)
 
     def send(self, event):
         """Queue one event for this client."""
@@ -86,7 +138,7 @@ class SocketSession:
             self.outbox.put_nowait(frame)
         except Full:
             logger.warning("send queue of %s overflowed (%s events): closing with 1013",
-                           self.user.get_username(), self.outbox.maxsize)
+                           self.username, self.outbox.maxsize)
             self.close(1013, "too slow: reconnect and resume with since")
 
     def close(self, code, reason=""):
@@ -98,7 +150,7 @@ class SocketSession:
             self.outbox.get_nowait()
         self.outbox.put_nowait((code, reason))  # fits: the queue was just emptied
         # A peer that never reads or never answers is cut off after CLOSE_TIMEOUT.
-        self._greenlets.append(gevent.spawn_later(CLOSE_TIMEOUT, self.ws.shutdown))
+        self._greenlets.append(gevent.spawn_later(self.close_timeout, self.ws.shutdown))
 
     def _write_loop(self):
         while True:
@@ -106,7 +158,7 @@ class SocketSession:
             if isinstance(item, tuple):
                 code, reason = item
                 self.ws.close(code, reason)
-                logger.info("closed socket of %s with %s (%s)", self.user.get_username(), code, reason)
+                logger.info("closed socket of %s with %s (%s)", self.username, code, reason)
                 return
             try:
                 self.ws.send_raw(item)
@@ -126,7 +178,7 @@ class SocketSession:
             return
         try:
             sock.shutdown(socket.SHUT_WR)
-            with gevent.Timeout(CLOSE_TIMEOUT, False):
+            with gevent.Timeout(self.close_timeout, False):
                 while sock.recv(65536):
                     pass
         except OSError:
@@ -137,7 +189,7 @@ class SocketSession:
             gevent.sleep(min(self.ping_interval, self.idle_timeout / 2))
             silent_for = self.clock() - self.ws.last_received
             if silent_for > self.idle_timeout:
-                logger.info("%s silent for %.0f s: closing", self.user.get_username(), silent_for)
+                logger.info("%s silent for %.0f s: closing", self.username, silent_for)
                 self.close(1001, "idle timeout")
                 return
             self.send_frame(PING_FRAME)

@@ -165,6 +165,23 @@ CHAT_SEND_QUEUE_SIZE = env_number("CHAT_SEND_QUEUE_SIZE", 1000)
 CHAT_DB_CONCURRENCY = env_number("CHAT_DB_CONCURRENCY", 10)
 # Seconds a unit of socket work waits for a database slot before answering server_error.
 CHAT_DB_WAIT_TIMEOUT = env_number("CHAT_DB_WAIT_TIMEOUT", 30.0, float)
+# Protocol limits (docs/protocol.md). The defaults are those of PROTOCOL.md.
+CHAT_BODY_MAX_CHARS = env_number("CHAT_BODY_MAX_CHARS", 4000)
+CHAT_REF_MAX_CHARS = env_number("CHAT_REF_MAX_CHARS", 64)
+CHAT_MAX_JSON_DEPTH = env_number("CHAT_MAX_JSON_DEPTH", 16)
+CHAT_HISTORY_MAX = env_number("CHAT_HISTORY_MAX", 100)
+CHAT_HISTORY_DEFAULT = env_number("CHAT_HISTORY_DEFAULT", 50)
+CHAT_JOIN_MAX_MESSAGES = env_number("CHAT_JOIN_MAX_MESSAGES", 500)
+CHAT_ROOMS_PER_SOCKET = env_number("CHAT_ROOMS_PER_SOCKET", 50)
+# Per-user token bucket for send and typing: a rate per second and a burst.
+CHAT_RATE_LIMIT = env_number("CHAT_RATE_LIMIT", 10.0, float)
+CHAT_RATE_BURST = env_number("CHAT_RATE_BURST", 20)
+# Seconds a room waits for a missing seq before reading it from the database.
+CHAT_GAP_WAIT = env_number("CHAT_GAP_WAIT", 0.5, float)
+# Seconds a closing peer gets to read our close frame and answer it.
+CHAT_CLOSE_TIMEOUT = env_number("CHAT_CLOSE_TIMEOUT", 5.0, float)
+# The broker between the hubs of all workers: a dotted path to a chat.brokers.base.Broker.
+CHAT_BROKER = os.environ.get("CHAT_BROKER", "chat.brokers.memory.MemoryBroker")
 # Native threads for offload() (password hashing): enough to use the cores, few enough to
 # leave the hub its share of the CPU.
 CHAT_OFFLOAD_THREADS = env_number("CHAT_OFFLOAD_THREADS", 2)

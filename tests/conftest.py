@@ -109,3 +109,25 @@ def pytest_terminal_summary(terminalreporter):
         out = BASE_DIR / "var" / "measurements.json"
         out.parent.mkdir(exist_ok=True)
         out.write_text(json.dumps(MEASUREMENTS, indent=2))
+
+
+@pytest.fixture(scope="session")
+def make_room(django_db_setup, django_db_blocker):
+    """Create a room (committed) and return its slug; ``messages`` are stored from seq 1."""
+    counter = iter(range(1, 1_000_000))
+
+    def make(private=False, members=(), messages=0, author=None):
+        from chat.models import Message, Room
+
+        User = get_user_model()
+        with django_db_blocker.unblock():
+            slug = f"room-{next(counter)}"
+            room = Room.objects.create(slug=slug, name=slug, private=private, last_seq=messages)
+            room.members.set(User.objects.filter(username__in=members))
+            if messages:
+                user = User.objects.get(username=author)
+                Message.objects.bulk_create(
+                    Message(room=room, seq=seq, user=user, body=f"message {seq}") for seq in range(1, messages + 1))
+        return slug
+
+    return make

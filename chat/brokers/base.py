@@ -1,0 +1,22 @@
+"""The broker interface the hub publishes through and subscribes to."""
+from abc import ABC, abstractmethod
+
+
+class Broker(ABC):
+    """Fan-out of opaque payloads to every subscribed hub, this process's included.
+
+    Delivery may be at most once (a listener that reconnects misses what was published
+    meanwhile): the hub repairs seq gaps from the database, so a broker need not be reliable,
+    only fast. ``on_message`` must not block: it runs in the broker's delivery greenlet.
+    """
+
+    @abstractmethod
+    def start(self, on_message):
+        """Begin delivering every published ``(topic, payload)`` to ``on_message``."""
+
+    @abstractmethod
+    def publish(self, topic, payload):
+        """Send ``payload`` (bytes) on ``topic`` (a room slug) to every subscriber."""
+
+    def stop(self):
+        """Stop delivering and let go of connections."""

@@ -1,0 +1,161 @@
+"""The worker's room hub: room -> local sessions, presence, and ordered fan-out.
+
+Events travel through the broker to the hub of every worker, this one included. A hub
+builds each event's frame once (server frames are unmasked, so the bytes are the same for
+every recipient) and hands those bytes to each local member's queue. ``message`` events
+carry a seq: each room hands them on in seq order, holding early ones back and reading a
+missing seq from the database when it does not arrive within ``gap_wait`` seconds, so a
+slow or lossy broker costs latency, never a message.
+"""
+import json
+import logging
+from collections import Counter
+
+import gevent
+
+from chat.protocol import encode
+from chat.wsmends import encode_frame
+
+logger = logging.getLogger(__name__)
+
+
+class Channel:
+    """One room as this worker sees it."""
+
+    def __init__(self, hub, slug):
+        self.hub = hub
+        self.slug = slug
+        self.room_id = None
+        self.sessions = set()
+        self.present = set()  # sessions counted in presence
+        self.presence = Counter()  # username -> sockets of that user in the room
+        self.next_seq = None  # the seq to hand on next; None until a join reads the room
+        self.pending = {}  # seq -> frame, arrived early
+        self.repairer = None
+
+    def start_at(self, room_id, seq):
+        """Begin handing on after ``seq`` unless already begun; return the cursor's seq."""
+        self.room_id = room_id
+        if self.next_seq is None:
+            self.next_seq = seq + 1
+            self.pending = {s: f for s, f in self.pending.items() if s > seq}
+            self._flush()
+        return self.next_seq - 1
+
+    def offer(self, seq, frame):
+        """Hand on ``frame`` of ``seq`` now, or once the seqs before it were handed on."""
+        if self.next_seq is not None and seq < self.next_seq:
+            return  # already handed on (a resend, or the database was faster)
+        self.pending[seq] = frame
+        self._flush()
+
+    def broadcast(self, frame, skip_user=None):
+        """Hand ``frame`` (an event without seq) to every member but ``skip_user``'s sockets."""
+        for session in list(self.sessions):
+            if skip_user is None or session.username != skip_user:
+                session.deliver(self.slug, None, frame)
+
+    def _flush(self):
+        if self.next_seq is None:
+            return
+        while self.next_seq in self.pending:
+            self._hand_on(self.next_seq, self.pending.pop(self.next_seq))
+        if self.pending and self.repairer is None:
+            self.repairer = gevent.spawn(self._repair)
+
+    def _hand_on(self, seq, frame):
+        self.next_seq = seq + 1
+        if frame is not None:  # None: a deleted message, whose seq is passed over
+            for session in list(self.sessions):
+                session.deliver(self.slug, seq, frame)
+
+    def _repair(self):
+        """While seqs are missing, wait for them, then read them from the database."""
+        try:
+            while self.pending and self.sessions:
+                gevent.sleep(self.hub.gap_wait)
+                if self.pending and self.next_seq not in self.pending:
+                    self._read(self.next_seq, min(self.pending) - 1)
+                while self.next_seq in self.pending:
+                    self._hand_on(self.next_seq, self.pending.pop(self.next_seq))
+        finally:
+            self.repairer = None
+
+    def _read(self, first, upto):
+        logger.warning("room %s: seqs %s-%s did not arrive; reading them", self.slug, first, upto)
+        try:
+            found = self.hub.fetch(self.room_id, self.slug, first - 1, upto)
+        except Exception:
+            logger.exception("room %s: reading seqs %s-%s failed; will retry", self.slug, first, upto)
+            return
+        for seq, event in found:
+            if seq >= self.next_seq:
+                self._hand_on(seq, None if event is None else encode_frame(encode(event)))
+
+
+class Hub:
+    """Room -> local sessions for one worker, fed by the broker."""
+
+    def __init__(self, broker, fetch, gap_wait=0.5):
+        self.broker = broker
+        self.fetch = fetch  # (room_id, slug, after, upto) -> [(seq, event or None)]
+        self.gap_wait = gap_wait
+        self.channels = {}
+        broker.start(self.receive)
+
+    def attach(self, session, slug):
+        """Subscribe ``session`` to ``slug``'s events (before reading the room: none is missed)."""
+        channel = self.channels.get(slug)
+        if channel is None:
+            channel = self.channels[slug] = Channel(self, slug)
+        channel.sessions.add(session)
+        return channel
+
+    def enter(self, session, slug):
+        """Count ``session`` in the room's presence; return the usernames present."""
+        channel = self.channels[slug]
+        if session not in channel.present:
+            channel.present.add(session)
+            channel.presence[session.username] += 1
+            if channel.presence[session.username] == 1:
+                self.publish(slug, {"type": "presence", "room": slug,
+                                    "joined": [session.username], "left": []},
+                             skip_user=session.username)
+        return sorted(channel.presence)
+
+    def detach(self, session, slug):
+        """Unsubscribe ``session``; the last socket of a user ends their presence."""
+        channel = self.channels.get(slug)
+        if channel is None:
+            return
+        channel.sessions.discard(session)
+        if session in channel.present:
+            channel.present.discard(session)
+            channel.presence[session.username] -= 1
+            if not channel.presence[session.username]:
+                del channel.presence[session.username]
+                self.publish(slug, {"type": "presence", "room": slug, "joined": [],
+                                    "left": [session.username]})
+        if not channel.sessions:
+            if channel.repairer is not None:
+                channel.repairer.kill(block=False)
+            del self.channels[slug]
+
+    def publish(self, slug, event, seq=None, skip_user=None):
+        """Send ``event`` to the room's members in every worker."""
+        header = json.dumps({"seq": seq, "skip": skip_user}, separators=(",", ":")).encode()
+        self.broker.publish(slug, header + b"\n" + encode(event))
+
+    def receive(self, slug, payload):
+        """Deliver one broker payload to this worker's members of ``slug``."""
+        channel = self.channels.get(slug)
+        if channel is None:
+            return
+        header, _, body = payload.partition(b"\n")
+        header = json.loads(header)
+        frame = encode_frame(body)  # once, for every recipient
+        if header["seq"] is None:
+            channel.broadcast(frame, header["skip"])
+        else:
+            channel.offer(header["seq"], frame)
+

@@ -1,0 +1,48 @@
+"""Per-user token buckets for ``send`` and ``typing`` (PROTOCOL.md: 10 a second, bursts of 20)."""
+import time
+
+
+class TokenBucket:
+    """Allow ``rate`` actions a second on average and ``burst`` at once."""
+
+    def __init__(self, rate, burst, clock=time.monotonic):
+        self.rate = rate
+        self.burst = burst
+        self.clock = clock
+        self.tokens = float(burst)
+        self.updated = clock()
+
+    def take(self):
+        """Spend one token if there is one; tell whether the action may go ahead."""
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+    def idle(self):
+        """Tell whether the bucket is full again (forgetting it changes nothing)."""
+        return self.tokens + (self.clock() - self.updated) * self.rate >= self.burst
+
+
+class RateLimiter:
+    """One bucket per key (a user id), shared by that user's sockets in this worker."""
+
+    PRUNE_ABOVE = 10_000
+
+    def __init__(self, rate, burst, clock=time.monotonic):
+        self.rate = rate
+        self.burst = burst
+        self.clock = clock
+        self.buckets = {}
+
+    def allow(self, key):
+        """Spend one of ``key``'s tokens; tell whether the action may go ahead."""
+        bucket = self.buckets.get(key)
+        if bucket is None:
+            if len(self.buckets) > self.PRUNE_ABOVE:
+                self.buckets = {k: b for k, b in self.buckets.items() if not b.idle()}
+            bucket = self.buckets[key] = TokenBucket(self.rate, self.burst, self.clock)
+        return bucket.take()

@@ -1,0 +1,105 @@
+"""What sockets do to rooms in the database: open, snapshot, post, history.
+
+Every function here runs inside ``db_work()`` (chat/db.py), so that a worker's sockets never
+hold more connections than its slots, and returns plain values for the socket layer.
+"""
+import logging
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+
+from chat.db import db_work
+from chat.errors import Forbidden, UnknownRoom
+from chat.models import Message, Room
+from chat.protocol import message_event
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Snapshot:
+    """A room as a joining socket first sees it."""
+
+    room_id: int
+    seq: int
+    messages: list
+    more: bool
+
+
+def open_room(user, slug, since=None):
+    """Check that ``user`` may join ``slug`` and return its :class:`Snapshot`.
+
+    Without ``since``: the newest messages; with it, the newest ones after it, up to a cap.
+    Reading ``last_seq`` first makes the snapshot consistent: every seq up to it is committed,
+    because a seq is taken and its message inserted in one transaction.
+    """
+    with db_work():
+        room = Room.objects.filter(slug=slug).first()
+        if room is None:
+            raise UnknownRoom(f"there is no room {slug!r}")
+        if not room.admits(user):
+            raise Forbidden(f"{slug!r} is a private room; ask a member to add you")
+        if since is None:
+            messages, more = _page(Message.objects.shown().before(room, room.last_seq + 1),
+                                   settings.CHAT_HISTORY_DEFAULT, slug)
+        else:
+            newest = Message.objects.shown().before(room, room.last_seq + 1).filter(seq__gt=since)
+            messages, more = _page(newest, settings.CHAT_JOIN_MAX_MESSAGES, slug)
+        return Snapshot(room.id, room.last_seq, messages, more)
+
+
+def messages_between(room_id, slug, after, upto):
+    """Return the events of the messages with ``after < seq <= upto``, deleted ones as None.
+
+    Deleted messages hold their seq: the caller advances past them without showing them.
+    """
+    with db_work():
+        found = {m.seq: m for m in Message.objects.after(room_id, after).filter(seq__lte=upto)
+                 .select_related("user")}
+    return [(seq, None if seq not in found or found[seq].deleted
+             else message_event(found[seq], slug, found[seq].user.get_username()))
+            for seq in range(after + 1, upto + 1)]
+
+
+def post(user, room_id, body, ref):
+    """Store a message once per (user, room, ref); return ``(message, created)``.
+
+    The seq is taken under the room's row lock in the insert's transaction, so it is gapless
+    and nobody hears of the message before the commit.
+    """
+    with db_work():
+        existing = Message.objects.sent_as(room_id, user, ref)
+        if existing is not None:
+            return existing, False
+        try:
+            with transaction.atomic():
+                seq = Room.objects.allocate_seq(room_id)
+                message = Message.objects.create(room_id=room_id, seq=seq, user=user, body=body, ref=ref)
+        except IntegrityError:
+            # A concurrent resend of the same ref won; its seq was given back by the rollback.
+            existing = Message.objects.sent_as(room_id, user, ref)
+            if existing is None:
+                raise
+            return existing, False
+    logger.debug("stored %s#%s from %s", room_id, seq, user.get_username())
+    return message, True
+
+
+def history(room_id, slug, before, limit):
+    """Return up to ``limit`` shown messages below ``before`` (None: the newest), and ``more``."""
+    with db_work():
+        older = Message.objects.shown().filter(room_id=room_id).order_by("-seq")
+        if before is not None:
+            older = older.filter(seq__lt=before)
+        messages, more = _page(older, limit, slug)
+    return messages, more
+
+
+def _page(newest_first, limit, slug):
+    """Take ``limit`` from a newest-first queryset; return them oldest first, and ``more``."""
+    rows = list(newest_first.select_related("user")[:limit + 1])
+    more = len(rows) > limit
+    rows = rows[:limit]
+    rows.reverse()
+    return [message_event(m, slug, m.user.get_username()) for m in rows], more

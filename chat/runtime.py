@@ -1,0 +1,37 @@
+"""The worker's singletons, wired in one visible place: the hub (with its broker) and the limiter.
+
+Built on first use, in the worker after the fork; tests may ``reset()`` them.
+"""
+from django.conf import settings
+
+from chat import brokers, rooms
+from chat.hub import Hub
+from chat.ratelimit import RateLimiter
+
+_hub = None
+_limiter = None
+
+
+def hub():
+    """Return the worker's hub, subscribed to the broker named by ``CHAT_BROKER``."""
+    global _hub
+    if _hub is None:
+        _hub = Hub(brokers.from_settings(), fetch=rooms.messages_between,
+                   gap_wait=settings.CHAT_GAP_WAIT)
+    return _hub
+
+
+def limiter():
+    """Return the per-user rate limiter for ``send`` and ``typing``."""
+    global _limiter
+    if _limiter is None:
+        _limiter = RateLimiter(settings.CHAT_RATE_LIMIT, settings.CHAT_RATE_BURST)
+    return _limiter
+
+
+def reset():
+    """Forget the singletons (stopping the broker), so the next use builds them anew."""
+    global _hub, _limiter
+    if _hub is not None:
+        _hub.broker.stop()
+    _hub = _limiter = None
