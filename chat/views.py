@@ -5,21 +5,26 @@ from django.conf import settings
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import UserCreationForm
-from django.db import connections
+from django.db import connections, transaction
 from django.http import HttpResponse
-from django.shortcuts import redirect, render
-from django.views.decorators.http import require_GET
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_http_methods
 
+from chat import runtime
 from chat.db import db_work
+from chat.forms import RoomForm
+from chat.models import Message, Room
 from chat.sockets import SocketSession
 
 logger = logging.getLogger(__name__)
 
+ROOM_PAGE_MESSAGES = 50
+
 
 @login_required
 def home(request):
-    """Show the signed-in user's start page."""
-    return render(request, "chat/home.html")
+    """Show the signed-in user's start page with the rooms they may join."""
+    return render(request, "chat/home.html", {"rooms": Room.objects.visible_to(request.user)})
 
 
 def signup(request):
@@ -30,6 +35,39 @@ def signup(request):
         login(request, user)
         return redirect("home")
     return render(request, "registration/signup.html", {"form": form})
+
+
+@login_required
+def room_list(request):
+    """List the rooms the user may join."""
+    return render(request, "chat/room_list.html", {"rooms": Room.objects.visible_to(request.user)})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def room_create(request):
+    """Create a room from ``RoomForm``, make its creator a member and open its page."""
+    form = RoomForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        with transaction.atomic():
+            room = form.save()
+            room.members.add(request.user)
+        logger.info("room %s created by %s", room.slug, request.user.get_username())
+        return redirect("room_detail", slug=room.slug)
+    return render(request, "chat/room_form.html", {"form": form})
+
+
+@login_required
+@require_GET
+def room_detail(request, slug):
+    """Show a room and its latest messages, oldest first; 403 for a private room's outsiders."""
+    room = get_object_or_404(Room, slug=slug)
+    if not room.admits(request.user):
+        return render(request, "chat/room_private.html", status=403)
+    latest = (Message.objects.shown().before(room, room.last_seq + 1)
+              .select_related("user")[:ROOM_PAGE_MESSAGES])
+    return render(request, "chat/room_detail.html",
+                  {"room": room, "messages": list(latest)[::-1]})
 
 
 @require_GET
@@ -53,9 +91,11 @@ def websocket(request):
             ws.close(4401, "authentication required")
             return HttpResponse()
         logger.info("socket opened by %s", user.get_username())
-        SocketSession(ws, user, queue_size=settings.CHAT_SEND_QUEUE_SIZE,
+        SocketSession(ws, user, hub=runtime.hub(), limiter=runtime.limiter(),
+                      queue_size=settings.CHAT_SEND_QUEUE_SIZE,
                       ping_interval=settings.CHAT_PING_INTERVAL,
-                      idle_timeout=settings.CHAT_IDLE_TIMEOUT).run()
+                      idle_timeout=settings.CHAT_IDLE_TIMEOUT,
+                      close_timeout=settings.CHAT_CLOSE_TIMEOUT).run()
         logger.info("socket of %s closed (%s)", user.get_username(), ws.close_code)
     finally:
         connections.close_all()

@@ -6,6 +6,7 @@ the handler itself decides, before upgrading, that only ``CHAT_WS_PATH`` upgrade
 foreign ``Origin`` gets HTTP 403 (PROTOCOL.md, Connection).
 """
 import logging
+import socket
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -47,6 +48,10 @@ class ChatHandler(WebSocketHandler, PyWSGIHandler):
                            self.environ.get("HTTP_HOST"))
             return self._refuse(b"403 Forbidden", b"This origin may not open a WebSocket here.\n")
         self.max_message_size = settings.CHAT_MAX_MESSAGE_BYTES
+        if settings.CHAT_SOCKET_SEND_BUFFER:
+            # Bounds what the kernel holds for a slow reader (up to 4 MiB a socket by default),
+            # so that a stalled client fills its send queue, and is closed, sooner.
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, settings.CHAT_SOCKET_SEND_BUFFER)
         return super().run_application()
 
     def run_websocket(self):

@@ -103,6 +103,8 @@ if not DATABASE_URL:
 # CONN_MAX_AGE must stay 0: a greenlet is a thread to Django, and a persistent connection per
 # finished greenlet is never reused (check chat.E002).
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
+# Name each process's connections in pg_stat_activity ("chat:<pid>"): who holds what.
+DATABASES["default"].setdefault("OPTIONS", {}).setdefault("application_name", f"chat:{os.getpid()}")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # The first hasher hashes on gevent's threadpool: PBKDF2 at 1,000,000 iterations costs about
@@ -161,6 +163,8 @@ CHAT_MAX_MESSAGE_BYTES = env_number("CHAT_MAX_MESSAGE_BYTES", 65536)
 CHAT_PING_INTERVAL = env_number("CHAT_PING_INTERVAL", 25.0, float)
 CHAT_IDLE_TIMEOUT = env_number("CHAT_IDLE_TIMEOUT", 60.0, float)
 CHAT_SEND_QUEUE_SIZE = env_number("CHAT_SEND_QUEUE_SIZE", 1000)
+# Kernel send buffer of each WebSocket in bytes; 0 keeps the kernel's autotuning (up to 4 MiB).
+CHAT_SOCKET_SEND_BUFFER = env_number("CHAT_SOCKET_SEND_BUFFER", 0)
 # Connections one worker may hold open at once for socket work (chat/db.py).
 CHAT_DB_CONCURRENCY = env_number("CHAT_DB_CONCURRENCY", 10)
 # Seconds a unit of socket work waits for a database slot before answering server_error.

@@ -1,4 +1,4 @@
-"""URLconf: pages, the accounts views and the /ws/ endpoint."""
+"""URLconf: pages, rooms, the accounts views and the /ws/ endpoint."""
 from django.contrib import admin
 from django.urls import include, path
 
@@ -6,6 +6,9 @@ from chat import views
 
 urlpatterns = [
     path("", views.home, name="home"),
+    path("rooms/", views.room_list, name="room_list"),
+    path("rooms/new/", views.room_create, name="room_create"),  # before the slug route
+    path("rooms/<slug:slug>/", views.room_detail, name="room_detail"),
     path("ws/", views.websocket, name="websocket"),
     path("accounts/signup/", views.signup, name="signup"),
     path("accounts/", include("django.contrib.auth.urls")),

@@ -82,6 +82,9 @@ def connect(server, session_key=None, origin=None, timeout=10, **options):
     headers = {}
     if session_key:
         headers["cookie"] = f"sessionid={session_key}"
+    # websocket-client's own UTF-8 check is pure Python (~1 ms per 2 KB frame): skip it, or
+    # the test clients, not the server, set the pace.
+    options.setdefault("skip_utf8_validation", True)
     ws = websocket.create_connection(server.ws_url, timeout=timeout, origin=origin,
                                      suppress_origin=origin is None, header=headers, **options)
     return ws

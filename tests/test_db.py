@@ -1,36 +1,78 @@
-"""db_work() bounds and closes connections; offload() and the hasher keep the hub free."""
+"""db_work() lends pooled connections and bounds them; offload() and the hasher keep the hub free."""
 import threading
 import time
 
 import gevent
 import pytest
 from django.contrib.auth.hashers import check_password, make_password
-from django.db import connection
-from gevent.lock import BoundedSemaphore
+from django.db import DatabaseError, connection, connections
 
 from chat import db
 from chat.errors import ServerBusy
 
 
 @pytest.fixture
-def two_slots():
-    db.set_slots(BoundedSemaphore(2))
-    yield
-    db.set_slots(None)
+def two_slots(django_db_blocker):
+    pool = db.ConnectionPool(2)
+    db.use_connections(pool)
+    with django_db_blocker.unblock():
+        yield pool
+        pool.close()
+    db.use_connections(None)
 
 
-@pytest.mark.django_db
-def test_db_work_closes_the_connection_after(two_slots):
+def backend_pid():
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return cursor.fetchone()[0]
+
+
+def test_db_work_reuses_a_pooled_connection(two_slots):
     with db.db_work():
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-        assert not connection.connection.closed
-    # Inside the test's transaction Django keeps the closed handle; elsewhere it drops it.
-    assert connection.connection is None or connection.connection.closed
+        first = backend_pid()
+    with db.db_work():
+        assert backend_pid() == first  # no new connection per unit of work
 
 
-@pytest.mark.django_db
-def test_db_work_admits_no_more_than_its_slots(two_slots):
+def test_db_work_gives_the_greenlet_its_own_connection_back_after(two_slots):
+    own = connections["default"]
+    with db.db_work():
+        lent = connections["default"]
+        assert lent is not own
+    assert connections["default"] is own
+
+
+def test_a_failed_query_keeps_a_usable_connection(two_slots):
+    with db.db_work():
+        first = backend_pid()
+    with pytest.raises(DatabaseError):
+        with db.db_work():
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1/0")
+    with db.db_work():
+        assert backend_pid() == first
+
+
+def test_a_killed_connection_is_replaced(two_slots):
+    def terminate(pid):
+        with db.db_work():  # the pool's other connection
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+
+    with db.db_work():
+        doomed = backend_pid()
+        gevent.spawn(terminate, doomed).get(timeout=10)
+    pids = []
+    for _ in range(3):
+        try:
+            with db.db_work():
+                pids.append(backend_pid())
+        except DatabaseError:
+            pids.append("failed")  # the first use of the dead connection fails once
+    assert pids[-1] not in ("failed", doomed)
+
+
+def test_db_work_admits_no_more_than_its_connections(two_slots):
     inside = []
     most = []
 
@@ -47,16 +89,25 @@ def test_db_work_admits_no_more_than_its_slots(two_slots):
 
 def test_db_work_gives_up_with_server_busy(two_slots, settings):
     settings.CHAT_DB_WAIT_TIMEOUT = 0.05
-    semaphore = db.slots()
-    semaphore.acquire()
-    semaphore.acquire()
-    try:
-        with pytest.raises(ServerBusy, match="the database is busy; try again"):
-            with db.db_work():
-                pass
-    finally:
-        semaphore.release()
-        semaphore.release()
+
+    def hold():
+        with db.db_work():
+            gevent.sleep(1)
+
+    holders = [gevent.spawn(hold), gevent.spawn(hold)]
+    gevent.sleep(0.1)
+    with pytest.raises(ServerBusy, match="the database is busy; try again"):
+        with db.db_work():
+            pass
+    gevent.joinall(holders, timeout=5)
+
+
+def test_nested_db_work_keeps_its_connection(two_slots):
+    with db.db_work():
+        outer = backend_pid()
+        with db.db_work():
+            assert backend_pid() == outer
+        assert backend_pid() == outer
 
 
 def test_offload_runs_in_another_thread_while_the_hub_runs():
