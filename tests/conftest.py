@@ -20,8 +20,13 @@ def django_db_setup(django_test_environment, django_db_blocker):
     tests reach the database through gunicorn instead. Never use ``transactional_db`` here:
     its flush would delete the users that the session-scoped servers rely on.
     """
+    import os
+
+    from django.conf import settings
     from django.test.utils import setup_databases, teardown_databases
 
+    # One test database per run, so that runs side by side on one machine don't collide.
+    settings.DATABASES["default"].setdefault("TEST", {})["NAME"] = f"test_chat_{os.getpid()}"
     with django_db_blocker.unblock():
         config = setup_databases(verbosity=0, interactive=False, aliases={"default"})
     yield
