@@ -36,11 +36,12 @@ class Channel:
     def start_at(self, room_id, seq):
         """Begin handing on after ``seq`` unless already begun; return the cursor's seq."""
         self.room_id = room_id
-        if self.next_seq is None:
-            self.next_seq = seq + 1
-            self.pending = {s: f for s, f in self.pending.items() if s > seq}
-            self._flush()
-        return self.next_seq - 1
+        if self.next_seq is not None:
+            return self.next_seq - 1
+        self.next_seq = seq + 1
+        self.pending = {s: f for s, f in self.pending.items() if s > seq}
+        self._flush()  # to the sessions attached, which hold it until their ``joined``
+        return seq
 
     def offer(self, seq, frame):
         """Hand on ``frame`` of ``seq`` now, or once the seqs before it were handed on."""
