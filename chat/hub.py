@@ -82,8 +82,17 @@ class Channel:
         finally:
             self.repairer = None
 
+    def read_now(self, upto=None):
+        """Read what follows the cursor from the database now (up to ``upto``, or all)."""
+        if self.next_seq is not None and (upto is None or upto >= self.next_seq):
+            gevent.spawn(self._read_and_flush, upto)
+
+    def _read_and_flush(self, upto):
+        self._read(self.next_seq, upto)
+        self._flush()
+
     def _read(self, first, upto):
-        logger.warning("room %s: seqs %s-%s did not arrive; reading them", self.slug, first, upto)
+        logger.info("room %s: reading seqs %s-%s from the database", self.slug, first, upto or "")
         try:
             found = self.hub.fetch(self.room_id, self.slug, first - 1, upto)
         except Exception:
@@ -102,7 +111,7 @@ class Hub:
         self.fetch = fetch  # (room_id, slug, after, upto) -> [(seq, event or None)]
         self.gap_wait = gap_wait
         self.channels = {}
-        broker.start(self.receive)
+        broker.start(self.receive, self.resync)
 
     def attach(self, session, slug):
         """Subscribe ``session`` to ``slug``'s events (before reading the room: none is missed)."""
@@ -154,9 +163,17 @@ class Hub:
             return
         header, _, body = payload.partition(b"\n")
         header = json.loads(header)
-        frame = encode_frame(body)  # once, for every recipient
+        frame = encode_frame(body) if body else None  # once, for every recipient
         if header["seq"] is None:
             channel.broadcast(frame, header["skip"])
+        elif header.get("by_ref"):  # too large for the broker: read it from the database
+            channel.read_now(header["seq"])
         else:
             channel.offer(header["seq"], frame)
+
+    def resync(self):
+        """Catch every room up from the database (after the broker may have lost events)."""
+        logger.info("catching %s rooms up from the database", len(self.channels))
+        for channel in list(self.channels.values()):
+            channel.read_now()
 

@@ -49,14 +49,18 @@ def open_room(user, slug, since=None):
         return Snapshot(room.id, room.last_seq, messages, more)
 
 
-def messages_between(room_id, slug, after, upto):
-    """Return the events of the messages with ``after < seq <= upto``, deleted ones as None.
+def messages_between(room_id, slug, after, upto=None):
+    """Return ``[(seq, event)]`` for ``after < seq <= upto`` (None: the newest), deleted as None.
 
     Deleted messages hold their seq: the caller advances past them without showing them.
     """
     with db_work():
-        found = {m.seq: m for m in Message.objects.after(room_id, after).filter(seq__lte=upto)
-                 .select_related("user")}
+        rows = Message.objects.after(room_id, after).select_related("user")
+        if upto is not None:
+            rows = rows.filter(seq__lte=upto)
+        found = {m.seq: m for m in rows}
+    if upto is None:
+        upto = max(found, default=after)
     return [(seq, None if seq not in found or found[seq].deleted
              else message_event(found[seq], slug, found[seq].user.get_username()))
             for seq in range(after + 1, upto + 1)]

@@ -184,8 +184,9 @@ CHAT_RATE_BURST = env_number("CHAT_RATE_BURST", 20)
 CHAT_GAP_WAIT = env_number("CHAT_GAP_WAIT", 0.5, float)
 # Seconds a closing peer gets to read our close frame and answer it.
 CHAT_CLOSE_TIMEOUT = env_number("CHAT_CLOSE_TIMEOUT", 5.0, float)
-# The broker between the hubs of all workers: a dotted path to a chat.brokers.base.Broker.
-CHAT_BROKER = os.environ.get("CHAT_BROKER", "chat.brokers.memory.MemoryBroker")
+# The broker between the hubs of all workers and hosts: "postgres" (LISTEN/NOTIFY on the
+# database, nothing else to run) or "memory" (one worker only; tests and benchmarks).
+CHAT_BROKER = os.environ.get("CHAT_BROKER", "postgres")
 # Native threads for offload() (password hashing): enough to use the cores, few enough to
 # leave the hub its share of the CPU.
 CHAT_OFFLOAD_THREADS = env_number("CHAT_OFFLOAD_THREADS", 2)

@@ -118,15 +118,17 @@ def fast_server(start_server):
 
 def test_a_client_that_never_reads_holds_up_nobody_and_is_closed_with_1013(
         fast_server, make_users, make_room, measurements):
-    users = make_users(52, prefix="fanout")
+    users = make_users(61, prefix="fanout")
     room = make_room()
-    (_, sender_key), (_, stuck_key) = users[:2]
-    sender = connect(fast_server, sender_key)
+    stuck_key, sender_keys, reader_keys = users[0][1], [k for _, k in users[1:11]], [k for _, k in users[11:]]
     stuck = connect(fast_server, stuck_key, sockopt=((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),))
-    readers = [connect(fast_server, key) for _, key in users[2:]]
-    for ws in [sender, stuck] + readers:
+    senders = [connect(fast_server, key) for key in sender_keys]
+    readers = [connect(fast_server, key) for key in reader_keys]
+    for ws in [stuck] + senders + readers:
         join(ws, room)
-    count, body, rate = 200, "x" * 2000, 100  # 400 KB: more than the stuck socket's buffers
+    # Ten users at 10 messages a second each (the per-user rate limit): 200 messages of 2 KB,
+    # 400 KB in all, far more than the stuck socket's buffers and queue hold.
+    count, per_sender, body, rate = 200, 20, "x" * 2000, 10
     sent_at = {}
 
     def timed_collect(ws):
@@ -134,22 +136,26 @@ def test_a_client_that_never_reads_holds_up_nobody_and_is_closed_with_1013(
         messages = collect_messages(ws, count, timeout=90, arrivals=arrivals)
         return [(m["seq"], at - sent_at[ref]) for m, (ref, at) in zip(messages, arrivals)]
 
+    def send_steadily(index, ws):
+        echoes = gevent.spawn(collect_messages, ws, count, 90)  # senders read their room too
+        started = time.perf_counter()
+        for n in range(per_sender):  # an open loop: the server must keep up
+            gevent.sleep(max(0, started + n / rate - time.perf_counter()))
+            sent_at[f"{index}-{n}"] = time.perf_counter()
+            send(ws, type="send", room=room, body=body, ref=f"{index}-{n}")
+        return echoes.get(timeout=90)
+
     receivers = [gevent.spawn(timed_collect, ws) for ws in readers]
-    echoes = gevent.spawn(collect_messages, sender, count, 90)  # the sender reads too
-    started = time.perf_counter()
-    for n in range(count):  # an open loop at a steady rate: the server must keep up
-        gevent.sleep(max(0, started + n / rate - time.perf_counter()))
-        sent_at[f"m{n}"] = time.perf_counter()
-        send(sender, type="send", room=room, body=body, ref=f"m{n}")
-    gevent.joinall(receivers + [echoes], timeout=120, raise_error=True)
+    sending = [gevent.spawn(send_steadily, i, ws) for i, ws in enumerate(senders)]
+    gevent.joinall(receivers + sending, timeout=120, raise_error=True)
 
     latencies = sorted(latency for r in receivers for _, latency in r.value)
     for receiver in receivers:
         assert [seq for seq, _ in receiver.value] == list(range(1, count + 1))
     p99 = latencies[int(len(latencies) * 0.99)]
-    measurements["fan-out with a stuck reader: 50 readers x 200 messages at 100/s, p50 / p99 ms"] = (
+    measurements["fan-out with a stuck reader: 10 senders at 10/s to 50 readers, p50 / p99 ms"] = (
         f"{latencies[len(latencies) // 2] * 1000:.0f} / {p99 * 1000:.0f}")
     assert p99 < 1.0, f"p99 latency {p99:.2f} s: a stuck client held the others up"
     assert close_code(stuck, timeout=30) == 1013
-    for ws in [sender] + readers:
+    for ws in senders + readers:
         ws.close()

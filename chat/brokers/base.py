@@ -11,8 +11,12 @@ class Broker(ABC):
     """
 
     @abstractmethod
-    def start(self, on_message):
-        """Begin delivering every published ``(topic, payload)`` to ``on_message``."""
+    def start(self, on_message, on_reconnect=None):
+        """Deliver every published ``(topic, payload)`` to ``on_message``.
+
+        Call ``on_reconnect()`` after a lost subscription is back: events published meanwhile
+        may be lost, and the hub catches up from the database.
+        """
 
     @abstractmethod
     def publish(self, topic, payload):

@@ -8,7 +8,7 @@ class MemoryBroker(Broker):
     def __init__(self):
         self._on_message = None
 
-    def start(self, on_message):
+    def start(self, on_message, on_reconnect=None):
         self._on_message = on_message
 
     def publish(self, topic, payload):
