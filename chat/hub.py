@@ -154,7 +154,14 @@ class Hub:
     def publish(self, slug, event, seq=None, skip_user=None):
         """Send ``event`` to the room's members in every worker."""
         header = json.dumps({"seq": seq, "skip": skip_user}, separators=(",", ":")).encode()
-        self.broker.publish(slug, header + b"\n" + encode(event))
+        payload = header + b"\n" + encode(event)
+        try:
+            self.broker.publish(slug, payload)
+        except Exception:
+            # What was committed is not lost: other workers read it from the database when
+            # their broker is back or the next seq shows the gap. This worker's sockets get it now.
+            logger.exception("publishing to %s failed; delivering in this worker only", slug)
+            self.receive(slug, payload)
 
     def receive(self, slug, payload):
         """Deliver one broker payload to this worker's members of ``slug``."""
