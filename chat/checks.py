@@ -64,6 +64,10 @@ def check_chat_settings(app_configs, **kwargs):
     names = ["CHAT_MAX_MESSAGE_BYTES", "CHAT_PING_INTERVAL", "CHAT_IDLE_TIMEOUT",
              "CHAT_SEND_QUEUE_SIZE", "CHAT_DB_CONCURRENCY", "CHAT_DB_WAIT_TIMEOUT",
              "CHAT_OFFLOAD_THREADS"]
-    return [Error(f"{name} must be a positive number, not {getattr(settings, name)!r}.",
-                  id="chat.E006")
-            for name in names if not getattr(settings, name) > 0]
+    errors = [Error(f"{name} must be a positive number, not {getattr(settings, name)!r}.",
+                    id="chat.E006")
+              for name in names if not getattr(settings, name) > 0]
+    if settings.CHAT_REF_MAX_CHARS > 64:
+        errors.append(Error("CHAT_REF_MAX_CHARS must be at most 64: Message.ref holds 64 characters.",
+                            id="chat.E007"))
+    return errors

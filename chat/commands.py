@@ -3,6 +3,7 @@
 Each command takes the socket session and the parsed frame and replies through
 ``session.send``. Failures are raised as ``ChatError``; the session turns them into events.
 """
+import os
 import time
 
 from django.conf import settings
@@ -23,17 +24,17 @@ def join(session, frame):
     channel = session.subscribe(slug)  # first, so that no message falls between read and live
     try:
         snapshot = rooms.open_room(session.user, slug, since)
-        cursor = channel.start_at(snapshot.room_id, snapshot.seq)
+        messages, seq = snapshot.messages, snapshot.seq
+        cursor = channel.start_at(snapshot.room_id, seq)
+        if cursor > seq:
+            # This worker already handed on seqs the snapshot did not see: send them too.
+            caught_up = rooms.messages_between(snapshot.room_id, slug, seq, cursor)
+            messages = messages + [e for _, e in caught_up if e and e["seq"] > (since or 0)]
+            seq = cursor
+        presence = session.hub.enter(session, slug)
     except BaseException:
         session.unsubscribe(slug)
         raise
-    messages, seq = snapshot.messages, snapshot.seq
-    if cursor > seq:
-        # This worker already handed on seqs the snapshot did not see: send them too.
-        caught_up = rooms.messages_between(snapshot.room_id, slug, seq, cursor)
-        messages = messages + [e for _, e in caught_up if e and e["seq"] > (since or 0)]
-        seq = cursor
-    presence = session.hub.enter(session, slug)
     session.send(event("joined", frame.ref, room=slug, seq=seq, messages=messages,
                        more=snapshot.more, presence=presence))
     session.ready(slug, snapshot.room_id, seq)
@@ -121,6 +122,11 @@ def test_spin(session, frame):
     session.send(event("_spun", frame.ref, seconds=seconds))
 
 
+def test_worker(session, frame):
+    """Test hook: say which worker process serves this socket."""
+    session.send(event("_worker", frame.ref, pid=os.getpid()))
+
+
 def _seconds(frame):
     seconds = frame.fields.get("seconds")
     if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not 0 <= seconds <= 10:
@@ -130,7 +136,7 @@ def _seconds(frame):
 
 COMMANDS = {"join": join, "leave": leave, "send": send, "typing": typing, "history": history,
             "ping": ping, "whoami": whoami}
-TEST_COMMANDS = {"_sleep": test_sleep, "_spin": test_spin}
+TEST_COMMANDS = {"_sleep": test_sleep, "_spin": test_spin, "_worker": test_worker}
 
 
 def registry():

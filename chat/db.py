@@ -81,8 +81,8 @@ class ConnectionPool:
 
     def close(self):
         """Close the connections that are idle now."""
-        for _ in range(self.idle.qsize()):
-            wrapper = self.idle.get_nowait()
+        idle = [self.idle.get_nowait() for _ in range(self.idle.qsize())]
+        for wrapper in idle:
             if wrapper is not None:
                 wrapper.close()
             self.idle.put(None)

@@ -106,9 +106,10 @@ class Channel:
 class Hub:
     """Room -> local sessions for one worker, fed by the broker."""
 
-    def __init__(self, broker, fetch, gap_wait=0.5):
+    def __init__(self, broker, fetch, presence, gap_wait=0.5):
         self.broker = broker
         self.fetch = fetch  # (room_id, slug, after, upto) -> [(seq, event or None)]
+        self.presence = presence  # global presence (chat/presence.py)
         self.gap_wait = gap_wait
         self.channels = {}
         broker.start(self.receive, self.resync)
@@ -122,19 +123,20 @@ class Hub:
         return channel
 
     def enter(self, session, slug):
-        """Count ``session`` in the room's presence; return the usernames present."""
+        """Count ``session`` in the room's presence; return the usernames present anywhere."""
         channel = self.channels[slug]
-        if session not in channel.present:
+        user = session.username
+        arriving = session not in channel.present
+        if arriving:
             channel.present.add(session)
-            channel.presence[session.username] += 1
-            if channel.presence[session.username] == 1:
-                self.publish(slug, {"type": "presence", "room": slug,
-                                    "joined": [session.username], "left": []},
-                             skip_user=session.username)
-        return sorted(channel.presence)
+            channel.presence[user] += 1
+        first_anywhere, names = self.presence.arrive(slug, user)
+        if arriving and channel.presence[user] == 1 and first_anywhere:
+            self.publish(slug, presence_event(slug, joined=[user]), skip_user=user)
+        return names
 
     def detach(self, session, slug):
-        """Unsubscribe ``session``; the last socket of a user ends their presence."""
+        """Unsubscribe ``session``; the user's last socket anywhere ends their presence."""
         channel = self.channels.get(slug)
         if channel is None:
             return
@@ -144,12 +146,31 @@ class Hub:
             channel.presence[session.username] -= 1
             if not channel.presence[session.username]:
                 del channel.presence[session.username]
-                self.publish(slug, {"type": "presence", "room": slug, "joined": [],
-                                    "left": [session.username]})
+                self._depart(slug, session.username)
         if not channel.sessions:
             if channel.repairer is not None:
                 channel.repairer.kill(block=False)
             del self.channels[slug]
+
+    def _depart(self, slug, user):
+        try:
+            gone = self.presence.depart(slug, user)
+        except Exception:  # runs as sockets close: the row expires with the heartbeats instead
+            logger.exception("could not record that %s left %s", user, slug)
+            return
+        if gone:
+            self.publish(slug, presence_event(slug, left=[user]))
+
+    def maintain(self, interval):
+        """Every ``interval`` seconds: refresh this worker's presence, expire dead workers'."""
+        while True:
+            gevent.sleep(interval)
+            try:
+                self.presence.heartbeat()
+                for slug, user in self.presence.expire():
+                    self.publish(slug, presence_event(slug, left=[user]))
+            except Exception:
+                logger.exception("presence upkeep failed; trying again in %s s", interval)
 
     def publish(self, slug, event, seq=None, skip_user=None):
         """Send ``event`` to the room's members in every worker."""
@@ -184,3 +205,7 @@ class Hub:
         for channel in list(self.channels.values()):
             channel.read_now()
 
+
+def presence_event(slug, joined=(), left=()):
+    """Build a ``presence`` event."""
+    return {"type": "presence", "room": slug, "joined": list(joined), "left": list(left)}

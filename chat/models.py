@@ -87,3 +87,29 @@ class Message(models.Model):
 
     def __str__(self):
         return f"{self.room.slug}#{self.seq}"
+
+
+class PresenceQuerySet(models.QuerySet):
+    def live(self, ttl):
+        """Rows whose worker sent a heartbeat within ``ttl`` seconds."""
+        return self.filter(seen__gte=timezone.now() - timezone.timedelta(seconds=ttl))
+
+
+class Presence(models.Model):
+    """A user in a room through one worker: global presence across workers and hosts.
+
+    Keyed by slug and username (no foreign keys): written on every join and leave, and
+    read only to list who is here.
+    """
+
+    room = models.CharField(max_length=50)
+    username = models.CharField(max_length=150)
+    worker = models.CharField(max_length=200, help_text="host:pid of the worker holding the sockets")
+    seen = models.DateTimeField(default=timezone.now)
+
+    objects = PresenceQuerySet.as_manager()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["room", "username", "worker"],
+                                               name="chat_presence_room_username_worker")]
+        indexes = [models.Index(fields=["worker"]), models.Index(fields=["seen"])]

@@ -4,8 +4,11 @@ Built on first use, in the worker after the fork; tests may ``reset()`` them.
 """
 from django.conf import settings
 
+import gevent
+
 from chat import brokers, rooms
 from chat.hub import Hub
+from chat.presence import DatabasePresence
 from chat.ratelimit import RateLimiter
 
 _hub = None
@@ -13,11 +16,13 @@ _limiter = None
 
 
 def hub():
-    """Return the worker's hub, subscribed to the broker named by ``CHAT_BROKER``."""
+    """Return the worker's hub, on the broker named by ``CHAT_BROKER``, keeping presence up."""
     global _hub
     if _hub is None:
         _hub = Hub(brokers.from_settings(), fetch=rooms.messages_between,
+                   presence=DatabasePresence(ttl=settings.CHAT_PRESENCE_TTL),
                    gap_wait=settings.CHAT_GAP_WAIT)
+        gevent.spawn(_hub.maintain, settings.CHAT_PRESENCE_HEARTBEAT)
     return _hub
 
 

@@ -29,10 +29,13 @@ def origin_allowed(origin, host, allowed_origins):
     if origin in (o.lower().rstrip("/") for o in allowed_origins):
         return True
     try:
-        netloc = urlsplit(origin).netloc
+        parts = urlsplit(origin)
     except ValueError:
         return False
-    return bool(netloc) and netloc == (host or "").strip().lower()
+    default_port = {"http": ":80", "https": ":443"}.get(parts.scheme, "")
+    netloc = parts.netloc.removesuffix(default_port) if default_port else parts.netloc
+    host = (host or "").strip().lower()
+    return bool(netloc) and netloc in (host, host.removesuffix(":80"), host.removesuffix(":443"))
 
 
 class ChatHandler(WebSocketHandler, PyWSGIHandler):

@@ -182,6 +182,10 @@ CHAT_RATE_LIMIT = env_number("CHAT_RATE_LIMIT", 10.0, float)
 CHAT_RATE_BURST = env_number("CHAT_RATE_BURST", 20)
 # Seconds a room waits for a missing seq before reading it from the database.
 CHAT_GAP_WAIT = env_number("CHAT_GAP_WAIT", 0.5, float)
+# Presence across workers: each worker refreshes its rows this often (seconds); rows older
+# than the TTL belong to a worker that died and are expired.
+CHAT_PRESENCE_HEARTBEAT = env_number("CHAT_PRESENCE_HEARTBEAT", 10.0, float)
+CHAT_PRESENCE_TTL = env_number("CHAT_PRESENCE_TTL", 30.0, float)
 # Seconds a closing peer gets to read our close frame and answer it.
 CHAT_CLOSE_TIMEOUT = env_number("CHAT_CLOSE_TIMEOUT", 5.0, float)
 # The broker between the hubs of all workers and hosts: "postgres" (LISTEN/NOTIFY on the

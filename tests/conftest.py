@@ -136,3 +136,16 @@ def make_room(django_db_setup, django_db_blocker):
         return slug
 
     return make
+
+
+@pytest.fixture
+def pooled_db(django_db_setup, django_db_blocker):
+    """Let a test use db_work()'s pool directly: committed data, like the server's."""
+    from chat import db
+
+    pool = db.ConnectionPool(2)
+    db.use_connections(pool)
+    with django_db_blocker.unblock():
+        yield pool
+        pool.close()
+    db.use_connections(None)

@@ -48,3 +48,8 @@ def test_non_positive_numbers_are_reported(settings, name):
     errors = checks.check_chat_settings(None)
     assert ids(errors) == ["chat.E006"]
     assert errors[0].msg == f"{name} must be a positive number, not 0."
+
+
+def test_refs_longer_than_the_column_are_reported(settings):
+    settings.CHAT_REF_MAX_CHARS = 65
+    assert ids(checks.check_chat_settings(None)) == ["chat.E007"]

@@ -12,13 +12,8 @@ from chat.errors import ServerBusy
 
 
 @pytest.fixture
-def two_slots(django_db_blocker):
-    pool = db.ConnectionPool(2)
-    db.use_connections(pool)
-    with django_db_blocker.unblock():
-        yield pool
-        pool.close()
-    db.use_connections(None)
+def two_slots(pooled_db):
+    return pooled_db
 
 
 def backend_pid():

@@ -4,10 +4,11 @@ import json
 import gevent
 import pytest
 
-from chat import db, rooms
+from chat import rooms
 from chat.brokers.memory import MemoryBroker
 from chat.hub import Hub
 from chat.models import Message, Room
+from chat.presence import DatabasePresence
 
 
 class Recorder:
@@ -28,13 +29,9 @@ class Recorder:
 
 
 @pytest.fixture
-def hub(django_db_blocker):
-    pool = db.ConnectionPool(2)
-    db.use_connections(pool)
-    with django_db_blocker.unblock():
-        yield Hub(MemoryBroker(), fetch=rooms.messages_between, gap_wait=0.05)
-        pool.close()
-    db.use_connections(None)
+def hub(pooled_db):
+    return Hub(MemoryBroker(), fetch=rooms.messages_between, presence=DatabasePresence(ttl=30),
+               gap_wait=0.05)
 
 
 def publish_message(hub, slug, seq):
@@ -105,17 +102,17 @@ def test_a_deleted_message_in_a_gap_is_passed_over(hub, make_users, make_room):
 
 def test_presence_counts_a_users_sockets_once(hub):
     watcher, tab1, tab2 = Recorder("bob"), Recorder("alice"), Recorder("alice")
-    hub.attach(watcher, "r")
-    hub.enter(watcher, "r")
-    hub.attach(tab1, "r")
-    hub.enter(tab1, "r")
-    hub.attach(tab2, "r")
-    assert hub.enter(tab2, "r") == ["alice", "bob"]
-    hub.detach(tab1, "r")
-    hub.detach(tab2, "r")
+    hub.attach(watcher, "p")
+    hub.enter(watcher, "p")
+    hub.attach(tab1, "p")
+    hub.enter(tab1, "p")
+    hub.attach(tab2, "p")
+    assert hub.enter(tab2, "p") == ["alice", "bob"]
+    hub.detach(tab1, "p")
+    hub.detach(tab2, "p")
     assert [e for e in watcher.events()] == [
-        {"type": "presence", "room": "r", "joined": ["alice"], "left": []},
-        {"type": "presence", "room": "r", "joined": [], "left": ["alice"]},
+        {"type": "presence", "room": "p", "joined": ["alice"], "left": []},
+        {"type": "presence", "room": "p", "joined": [], "left": ["alice"]},
     ]
     assert tab1.events() == []  # the joiner is not told of itself
 
