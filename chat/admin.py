@@ -1,6 +1,7 @@
 """Admin for rooms (membership of private rooms) and messages."""
 from django.contrib import admin
 
+from chat import publish
 from chat.models import Message, Room
 
 
@@ -26,6 +27,17 @@ class MessageAdmin(admin.ModelAdmin):
     @admin.display(description="body")
     def short_body(self, message):
         return message.body if len(message.body) <= 80 else message.body[:79] + "…"
+
+    def delete_model(self, request, message):
+        """Delete softly (the seq stays taken) and remove the message from open pages."""
+        self.delete_queryset(request, Message.objects.filter(pk=message.pk))
+
+    def delete_queryset(self, request, queryset):
+        """Delete softly and tell every open socket of the rooms concerned."""
+        doomed = list(queryset.filter(deleted=False).select_related("room"))
+        Message.objects.filter(pk__in=[m.pk for m in doomed]).update(deleted=True)
+        for message in doomed:
+            publish.message_deleted(message)
 
     def has_add_permission(self, request):
         # Messages get their seq from the room's row lock (chat/rooms.py), not from a form.

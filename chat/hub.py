@@ -9,6 +9,7 @@ slow or lossy broker costs latency, never a message.
 """
 import json
 import logging
+import weakref
 from collections import Counter
 
 import gevent
@@ -17,6 +18,9 @@ from chat.protocol import encode
 from chat.wsmends import encode_frame
 
 logger = logging.getLogger(__name__)
+
+#: The topic of events for every socket, whatever rooms it joined (announcements).
+EVERYONE = "*"
 
 
 class Channel:
@@ -112,6 +116,7 @@ class Hub:
         self.presence = presence  # global presence (chat/presence.py)
         self.gap_wait = gap_wait
         self.channels = {}
+        self.sessions = weakref.WeakSet()  # every open socket of this worker
         broker.start(self.receive, self.resync)
 
     def attach(self, session, slug):
@@ -174,8 +179,7 @@ class Hub:
 
     def publish(self, slug, event, seq=None, skip_user=None):
         """Send ``event`` to the room's members in every worker."""
-        header = json.dumps({"seq": seq, "skip": skip_user}, separators=(",", ":")).encode()
-        payload = header + b"\n" + encode(event)
+        payload = self.payload(event, seq, skip_user)
         try:
             self.broker.publish(slug, payload)
         except Exception:
@@ -184,14 +188,24 @@ class Hub:
             logger.exception("publishing to %s failed; delivering in this worker only", slug)
             self.receive(slug, payload)
 
+    @staticmethod
+    def payload(event, seq=None, skip_user=None):
+        """Build a broker payload: a small JSON header line, then the event's JSON."""
+        header = json.dumps({"seq": seq, "skip": skip_user}, separators=(",", ":")).encode()
+        return header + b"\n" + encode(event)
+
     def receive(self, slug, payload):
-        """Deliver one broker payload to this worker's members of ``slug``."""
+        """Deliver one broker payload to this worker's members of ``slug`` (or to everyone)."""
         channel = self.channels.get(slug)
-        if channel is None:
+        if channel is None and slug != EVERYONE:
             return
         header, _, body = payload.partition(b"\n")
         header = json.loads(header)
         frame = encode_frame(body) if body else None  # once, for every recipient
+        if slug == EVERYONE:
+            for session in list(self.sessions):
+                session.send_frame(frame)
+            return
         if header["seq"] is None:
             channel.broadcast(frame, header["skip"])
         elif header.get("by_ref"):  # too large for the broker: read it from the database

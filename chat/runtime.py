@@ -26,6 +26,11 @@ def hub():
     return _hub
 
 
+def current_hub():
+    """Return the hub if this process built one, else None (never builds it)."""
+    return _hub
+
+
 def limiter():
     """Return the per-user rate limiter for ``send`` and ``typing``."""
     global _limiter

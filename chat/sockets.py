@@ -8,7 +8,6 @@ comes back with ``since``. A keep-alive greenlet pings and drops peers that went
 import logging
 import socket
 import time
-import weakref
 
 import gevent
 from gevent.queue import Full, Queue
@@ -21,8 +20,6 @@ logger = logging.getLogger(__name__)
 
 PING_FRAME = encode_frame(b"", MendedWebSocket.OPCODE_PING)
 
-#: The sessions open in this worker, for the 1001 close on shutdown.
-live_sessions = weakref.WeakSet()
 
 
 class Membership:
@@ -57,7 +54,7 @@ class SocketSession:
 
     def run(self):
         """Read and dispatch frames until the peer leaves or the session is closed."""
-        live_sessions.add(self)
+        self.hub.sessions.add(self)
         self._greenlets = [gevent.spawn(self._write_loop), gevent.spawn(self._keepalive_loop)]
         try:
             while True:
@@ -66,7 +63,7 @@ class SocketSession:
                     break
                 self.handle(message)
         finally:
-            live_sessions.discard(self)
+            self.hub.sessions.discard(self)
             for slug in list(self.rooms):
                 self.unsubscribe(slug)
             gevent.killall(self._greenlets, block=False)
@@ -197,7 +194,10 @@ class SocketSession:
 
 def close_all(code, reason):
     """Close every open session of this worker with ``code``."""
-    sessions = list(live_sessions)
+    from chat import runtime
+
+    hub = runtime.current_hub()
+    sessions = list(hub.sessions) if hub is not None else []
     for session in sessions:
         session.close(code, reason)
     logger.info("closing %s sockets with %s", len(sessions), code)

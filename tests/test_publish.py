@@ -1,0 +1,77 @@
+"""Plain Django code pushes events to open sockets: the admin's delete and ``announce``."""
+import os
+import subprocess
+import sys
+
+from django.contrib.auth import get_user_model
+from django.test import Client
+
+from chat.models import Message
+from tests.live import BASE_DIR, connect, receive_type, send
+
+
+def join(ws, room):
+    send(ws, type="join", room=room)
+    return receive_type(ws, "joined")
+
+
+def manage(database_url, *args):
+    env = {**os.environ, "DATABASE_URL": database_url, "CHAT_BROKER": "postgres"}
+    return subprocess.run([sys.executable, "manage.py", *args], cwd=BASE_DIR, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_announce_reaches_a_room_from_another_process(server, make_users, make_room, database_url):
+    (_, in_key), (_, out_key) = make_users(2, prefix="announce")
+    room = make_room()
+    inside, outside = connect(server, in_key), connect(server, out_key)
+    join(inside, room)
+    result = manage(database_url, "announce", "Maintenance at noon", "--room", room)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"Announced to {room}."
+    assert receive_type(inside, "notice") == {"type": "notice", "body": "Maintenance at noon", "room": room}
+    send(outside, type="ping", ref="p")
+    assert receive_type(outside, "pong") == {"type": "pong", "ref": "p"}  # no notice came first
+    inside.close()
+    outside.close()
+
+
+def test_announce_without_a_room_reaches_every_socket(server, make_users, database_url):
+    clients = [connect(server, key) for _, key in make_users(3, prefix="everyone")]
+    for ws in clients:  # signed in before the notice goes out
+        send(ws, type="whoami")
+        receive_type(ws, "whoami")
+    result = manage(database_url, "announce", "Hello, everyone")
+    assert result.returncode == 0, result.stderr
+    for ws in clients:
+        assert receive_type(ws, "notice") == {"type": "notice", "body": "Hello, everyone"}
+        ws.close()
+
+
+def test_announce_refuses_an_empty_text_and_an_unknown_room(database_url):
+    empty = manage(database_url, "announce", "  ")
+    assert empty.returncode != 0 and "The notice is empty: give some text." in empty.stderr
+    unknown = manage(database_url, "announce", "hi", "--room", "nowhere")
+    assert unknown.returncode != 0 and "There is no room 'nowhere'." in unknown.stderr
+
+
+def test_deleting_a_message_in_the_admin_removes_it_from_open_sockets(
+        server, make_users, make_room, pooled_db):
+    [(author, key)] = make_users(1, prefix="deleter")
+    room = make_room(messages=3, author=author)
+    ws = connect(server, key)
+    join(ws, room)
+    admin = get_user_model().objects.create_superuser(f"admin-{room}", password=None)
+    client = Client()
+    client.force_login(admin)
+    doomed = Message.objects.get(room__slug=room, seq=2)
+    response = client.post("/admin/chat/message/", {
+        "action": "delete_selected", "_selected_action": [doomed.pk], "post": "yes"})
+    assert response.status_code == 302
+    assert receive_type(ws, "message_deleted") == {
+        "type": "message_deleted", "room": room, "id": doomed.pk, "seq": 2}
+    doomed.refresh_from_db()
+    assert doomed.deleted is True
+    send(ws, type="history", room=room)
+    assert [m["seq"] for m in receive_type(ws, "history")["messages"]] == [1, 3]
+    ws.close()
