@@ -15,7 +15,9 @@ import sys
 from project import embedded
 
 bind = [os.environ.get("CHAT_BIND", "127.0.0.1:8000")]
-workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
+# One worker per core (the broker and presence make them one chat), at most 4 by default:
+# each worker holds CHAT_DB_CONCURRENCY + 1 connections, and PostgreSQL allows 100.
+workers = int(os.environ.get("WEB_CONCURRENCY") or min(os.cpu_count() or 1, 4))
 worker_class = "chat.worker.ChatWorker"
 # The worker's greenlet pool: every open socket holds a slot and pages wait when it is full,
 # so leave headroom above the 10,000 sockets a worker is sized for.

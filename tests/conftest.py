@@ -77,13 +77,21 @@ def _session_for(user):
 
 
 @pytest.fixture(scope="session")
-def start_server(database_url, tmp_path_factory):
-    """Start gunicorns with the project's config; stop them all at the end."""
+def gunicorn_logs(tmp_path_factory):
+    return tmp_path_factory.mktemp("gunicorn")
+
+
+@pytest.fixture(scope="module")
+def start_server(database_url, gunicorn_logs):
+    """Start gunicorns with the project's config; stop them when the module is done.
+
+    Each worker keeps a pool of connections: servers must not outlive their module, or the
+    run would exceed PostgreSQL's max_connections.
+    """
     servers = []
-    log_dir = tmp_path_factory.mktemp("gunicorn")
 
     def start(**env):
-        server = Gunicorn(database_url, log_dir, **env).start()
+        server = Gunicorn(database_url, gunicorn_logs, **env).start()
         servers.append(server)
         return server
 
@@ -93,10 +101,12 @@ def start_server(database_url, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def server(start_server):
-    """The shared gunicorn (one worker). Its blocking monitor must report nothing."""
-    shared = start_server(CHAT_ALLOWED_ORIGINS="https://allowed.example")
+def server(database_url, gunicorn_logs):
+    """The shared gunicorn, two workers like the default here. Its hub must never block."""
+    shared = Gunicorn(database_url, gunicorn_logs, CHAT_ALLOWED_ORIGINS="https://allowed.example",
+                      CHAT_DB_CONCURRENCY=10, WEB_CONCURRENCY=2).start()
     yield shared
+    shared.stop()
     assert REPORT_PREFIX not in shared.log(), "the hub blocked during the tests:\n" + shared.log()
 
 

@@ -33,12 +33,15 @@ class Gunicorn:
         self.url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}/ws/"
         self.log_path = Path(log_dir) / f"gunicorn-{self.port}.log"
+        # Five pooled connections a worker (not ten): a run starts a dozen servers at once.
         self.env = {**os.environ, "DATABASE_URL": database_url, "CHAT_BIND": f"127.0.0.1:{self.port}",
-                    "CHAT_TEST_HOOKS": "1", **{k: str(v) for k, v in env.items()}}
+                    "CHAT_TEST_HOOKS": "1", "CHAT_DB_CONCURRENCY": "5", "WEB_CONCURRENCY": "1",
+                    **{k: str(v) for k, v in env.items()}}
         self.process = None
 
     def start(self):
         log = open(self.log_path, "ab")
+        started_at = log.tell()  # a restart appends: look for "ready" in this run's lines only
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi"],
             cwd=BASE_DIR, env=self.env, stdout=log, stderr=subprocess.STDOUT)
@@ -47,7 +50,8 @@ class Gunicorn:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"gunicorn exited with {self.process.returncode}:\n{self.log()}")
-            if "worker " in self.log() and " ready" in self.log():
+            this_run = self.log_path.read_bytes()[started_at:].decode(errors="replace")
+            if "worker " in this_run and " ready" in this_run:
                 if self.env["CHAT_BIND"].startswith("unix:"):
                     return self
                 try:
@@ -68,6 +72,17 @@ class Gunicorn:
                 self.process.kill()
                 self.process.wait(5)
         return self.process.returncode if self.process else None
+
+    def restart(self, while_down=None):
+        """Stop with SIGTERM (sockets get 1001), call ``while_down()``, start on the same port.
+
+        The new gunicorn has the same environment, so the same database and address: clients
+        that reconnect with backoff find it where the old one was.
+        """
+        self.stop()
+        if while_down is not None:
+            while_down()
+        return self.start()
 
     def log(self):
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
