@@ -48,7 +48,21 @@ class Frame:
         if not isinstance(value, str) or not 1 <= len(value) <= limit or value.isspace():
             raise BadRequest(f"body must be text of 1 to {limit} characters, "
                              "not only white space", self.ref)
+        if not is_text(value):
+            raise BadRequest("body must be Unicode text without NUL characters or lone "
+                             "surrogates", self.ref)
         return value
+
+
+def is_text(value):
+    """Tell whether PostgreSQL can store ``value``: no NUL, no lone surrogate (JSON allows both)."""
+    if "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def parse(text):
@@ -69,6 +83,8 @@ def parse(text):
     if "ref" in data and not (isinstance(ref, str) and 1 <= len(ref) <= limit):
         # The error carries no ref: the ref itself is what is wrong (PROTOCOL.md, Envelope).
         raise BadRequest(f"ref must be a string of 1 to {limit} characters")
+    if "ref" in data and not is_text(ref):
+        raise BadRequest("ref must be text without NUL characters or lone surrogates")
     kind = data.get("type")
     if not isinstance(kind, str) or not kind:
         raise BadRequest("the frame has no type", ref=ref)
@@ -111,4 +127,8 @@ def error_event(error):
 
 def encode(server_event):
     """Serialise an event to the UTF-8 JSON text of one frame."""
-    return json.dumps(server_event, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    try:
+        return json.dumps(server_event, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate (JSON allows "\ud800") has no UTF-8 form; escaped, it survives.
+        return json.dumps(server_event, separators=(",", ":")).encode("ascii")

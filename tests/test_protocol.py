@@ -65,3 +65,19 @@ def test_message_event_times_end_in_z():
     assert protocol.message_event(Stored, "lobby", "ann") == {
         "type": "message", "ref": "r", "room": "lobby", "seq": 3, "id": 7, "user": "ann",
         "body": "hi", "ts": "2026-01-02T03:04:05.600000Z"}
+
+
+def test_a_lone_surrogate_ref_is_a_bad_request():
+    assert parse_error('{"type":"ping","ref":"\\ud800"}').detail == (
+        "ref must be text without NUL characters or lone surrogates")
+
+
+@pytest.mark.parametrize("body", ["nul\x00", "sur\ud800"])
+def test_bodies_postgresql_cannot_store_are_bad_requests(body):
+    frame = protocol.Frame("send", "r", {"body": body})
+    with pytest.raises(BadRequest, match="body must be Unicode text without NUL characters or lone surrogates"):
+        frame.body()
+
+
+def test_events_with_lone_surrogates_are_still_encoded():
+    assert protocol.encode({"type": "error", "detail": "\ud800"}) == b'{"type":"error","detail":"\\ud800"}'
