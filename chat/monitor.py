@@ -35,12 +35,16 @@ def _log_blocking_report(event):
 def warm_up():
     """Do the slow first-request work now, before the monitor and the first client.
 
-    Importing the URLconf (with the admin) and compiling the common templates takes
-    hundreds of milliseconds of CPU that would otherwise stall the first sockets.
+    Importing the URLconf (with the admin), compiling the common templates and importing the
+    broker's client take hundreds of milliseconds of CPU that would otherwise stall the first
+    sockets.
     """
     from django.template.loader import get_template
     from django.urls import get_resolver
 
+    from chat import runtime
+
     get_resolver().url_patterns
     for name in ("registration/login.html", "chat/home.html"):
         get_template(name)
+    runtime.hub()  # imports and connects the broker now: a bad CHAT_BROKER fails at start

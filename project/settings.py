@@ -189,8 +189,12 @@ CHAT_PRESENCE_TTL = env_number("CHAT_PRESENCE_TTL", 30.0, float)
 # Seconds a closing peer gets to read our close frame and answer it.
 CHAT_CLOSE_TIMEOUT = env_number("CHAT_CLOSE_TIMEOUT", 5.0, float)
 # The broker between the hubs of all workers and hosts: "postgres" (LISTEN/NOTIFY on the
-# database, nothing else to run) or "memory" (one worker only; tests and benchmarks).
+# database, nothing else to run), "redis" (pub/sub on REDIS_URL) or "memory" (one worker
+# only; tests and benchmarks).
 CHAT_BROKER = os.environ.get("CHAT_BROKER", "postgres")
+# The Redis server of CHAT_BROKER=redis, e.g. redis://127.0.0.1:6379/0 (query options such as
+# ?max_connections=20 size each worker's publishing pool, default 10).
+REDIS_URL = os.environ.get("REDIS_URL", "")
 # Native threads for offload() (password hashing): enough to use the cores, few enough to
 # leave the hub its share of the CPU.
 CHAT_OFFLOAD_THREADS = env_number("CHAT_OFFLOAD_THREADS", 2)

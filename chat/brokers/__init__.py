@@ -7,11 +7,12 @@ from django.core.exceptions import ImproperlyConfigured
 BROKERS = {
     "memory": "chat.brokers.memory.MemoryBroker",
     "postgres": "chat.brokers.postgres.PostgresBroker",
+    "redis": "chat.brokers.redis.RedisBroker",
 }
 
 
 def from_settings():
-    """Build the broker named by ``CHAT_BROKER``: ``memory`` or ``postgres``."""
+    """Build the broker named by ``CHAT_BROKER``: ``memory``, ``postgres`` or ``redis``."""
     name = settings.CHAT_BROKER
     if name == "memory":
         from chat.brokers.memory import MemoryBroker
@@ -26,6 +27,13 @@ def from_settings():
         params = connections["default"].get_connection_params()
         params["application_name"] = f"chat-listener:{os.getpid()}"
         return PostgresBroker(params)
+    if name == "redis":
+        from chat.brokers.redis import RedisBroker
+
+        _require_patches(name)
+        if not settings.REDIS_URL:
+            raise ImproperlyConfigured("CHAT_BROKER=redis needs REDIS_URL, e.g. redis://127.0.0.1:6379/0.")
+        return RedisBroker(settings.REDIS_URL)
     raise ImproperlyConfigured(f"CHAT_BROKER={name!r}: use one of {', '.join(BROKERS)}.")
 
 

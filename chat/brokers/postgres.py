@@ -67,7 +67,7 @@ class PostgresBroker(Broker):
                 gevent.sleep(delay)
                 continue
             try:
-                self._listen(conn, reconnected=attempt > 0)
+                self._listen(conn)
                 attempt = 0
             except (psycopg2.Error, OSError) as error:
                 logger.warning("lost the LISTEN connection (%s); reconnecting", str(error).strip())
@@ -76,14 +76,16 @@ class PostgresBroker(Broker):
                 self.connected.clear()
                 conn.close()
 
-    def _listen(self, conn, reconnected):
+    def _listen(self, conn):
         conn.autocommit = True
         with conn.cursor() as cursor:
             cursor.execute(f"LISTEN {CHANNEL}")
         self.connected.set()
         logger.info("listening on %s", CHANNEL)
-        if reconnected and self.on_reconnect is not None:
-            gevent.spawn(self.on_reconnect)  # what was sent meanwhile is read from the database
+        if self.on_reconnect is not None:
+            # What was published before this LISTEN (the first one too: a socket may have
+            # joined before it) is read from the database.
+            gevent.spawn(self.on_reconnect)
         while True:
             try:
                 wait_read(conn.fileno(), timeout=self.poll_timeout)
