@@ -192,6 +192,9 @@ CHAT_CLOSE_TIMEOUT = env_number("CHAT_CLOSE_TIMEOUT", 5.0, float)
 # database, nothing else to run), "redis" (pub/sub on REDIS_URL) or "memory" (one worker
 # only; tests and benchmarks).
 CHAT_BROKER = os.environ.get("CHAT_BROKER", "postgres")
+# LISTEN cannot pass through PgBouncer in transaction mode: when DATABASE_URL points at one,
+# give the PostgreSQL server itself here (postgres://...); empty means DATABASE_URL.
+CHAT_LISTEN_DATABASE_URL = os.environ.get("CHAT_LISTEN_DATABASE_URL", "")
 # The Redis server of CHAT_BROKER=redis, e.g. redis://127.0.0.1:6379/0 (query options such as
 # ?max_connections=20 size each worker's publishing pool, default 10).
 REDIS_URL = os.environ.get("REDIS_URL", "")

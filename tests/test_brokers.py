@@ -56,3 +56,17 @@ def test_messages_sent_while_the_listener_reconnects_are_caught_up(
     admin.close()
     a.close()
     b.close()
+
+
+def test_the_listener_can_use_its_own_database_url(start_server, make_users, make_room, database_url):
+    """Where DATABASE_URL is PgBouncer (transaction mode), LISTEN goes to PostgreSQL itself."""
+    instance = start_server(CHAT_LISTEN_DATABASE_URL=database_url)
+    (_, a_key), (_, b_key) = make_users(2, prefix="listenurl")
+    room = make_room()
+    a, b = connect(instance, a_key), connect(instance, b_key)
+    join(a, room)
+    join(b, room)
+    send(a, type="send", room=room, body="via the listener's own URL", ref="u")
+    assert messages(b, 1)[0]["body"] == "via the listener's own URL"
+    a.close()
+    b.close()

@@ -24,7 +24,10 @@ def from_settings():
         from chat.brokers.postgres import PostgresBroker
 
         _require_patches(name)
-        params = connections["default"].get_connection_params()
+        if settings.CHAT_LISTEN_DATABASE_URL:  # PostgreSQL itself, where DATABASE_URL is PgBouncer
+            params = {"dsn": settings.CHAT_LISTEN_DATABASE_URL}
+        else:
+            params = connections["default"].get_connection_params()
         params["application_name"] = f"chat-listener:{os.getpid()}"
         return PostgresBroker(params)
     if name == "redis":
