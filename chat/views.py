@@ -13,7 +13,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from chat import runtime
 from chat.db import db_work
 from chat.forms import RoomForm
-from chat.models import Message, Room
+from chat.models import Message, Presence, Room
 from chat.sockets import SocketSession
 
 logger = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ ROOM_PAGE_MESSAGES = 50
 @login_required
 def home(request):
     """Show the signed-in user's start page with the rooms they may join."""
-    return render(request, "chat/home.html", {"rooms": Room.objects.visible_to(request.user)})
+    return render(request, "chat/home.html", {"rooms": rooms_with_presence(request.user)})
 
 
 def signup(request):
@@ -39,8 +39,21 @@ def signup(request):
 
 @login_required
 def room_list(request):
-    """List the rooms the user may join."""
-    return render(request, "chat/room_list.html", {"rooms": Room.objects.visible_to(request.user)})
+    """List the rooms the user may join, with who is online in each."""
+    return render(request, "chat/room_list.html", {"rooms": rooms_with_presence(request.user)})
+
+
+def rooms_with_presence(user):
+    """The rooms ``user`` may join, each with ``online``: the usernames present, any worker."""
+    rooms = list(Room.objects.visible_to(user))
+    online = {}
+    for slug, username in (Presence.objects.live(settings.CHAT_PRESENCE_TTL)
+                           .filter(room__in=[room.slug for room in rooms])
+                           .values_list("room", "username").distinct()):
+        online.setdefault(slug, []).append(username)
+    for room in rooms:
+        room.online = sorted(online.get(room.slug, []))
+    return rooms
 
 
 @login_required

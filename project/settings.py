@@ -65,6 +65,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files in-process, before sessions and auth: a stylesheet needs no database.
+    "chat.middleware.StaticFilesMiddleware",  # WhiteNoise
+    "chat.middleware.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -127,6 +130,13 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# WhiteNoise serves the apps' static/ folders from the gunicorn process itself, so
+# `gunicorn -c gunicorn.conf.py wsgi` alone serves everything and collectstatic is optional.
+# It indexes the files (os.stat each) when the worker loads the application, before the
+# warm-up and the blocking monitor; never per request (its DEBUG default), which would put
+# file-system calls on the hub. Restart the server after editing a static file.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = False
 
 # Security: secure cookies and HSTS whenever DEBUG is off (production).
 SESSION_COOKIE_HTTPONLY = True

@@ -234,3 +234,15 @@ def test_room_page_queries_do_not_grow_with_the_messages(client, django_user_mod
         post_message(room, members[n % 5], f"message {n}")
     with django_assert_num_queries(len(few.captured_queries)):
         client.get("/rooms/club/")
+
+
+@pytest.mark.django_db
+def test_the_room_list_shows_who_is_online_in_each_room(client):
+    from chat.models import Presence
+
+    user = get_user_model().objects.create_user("lister", password=None)
+    Presence.objects.create(room="lobby", username="zoe", worker="h:1")
+    Presence.objects.create(room="lobby", username="amy", worker="h:2")
+    client.force_login(user)
+    page = client.get("/rooms/").content.decode()
+    assert "online: amy, zoe" in page

@@ -1,0 +1,128 @@
+// The WebSocket to /ws/ and nothing else: opens it, reconnects with exponential backoff and
+// jitter, notices a dead link with application pings, and stops for good on 4401.
+
+const FIRST_DELAY = 500; // ms: the first retry waits 250-500 ms
+const MAX_DELAY = 10000; // ms: the backoff stops growing here
+const PING_EVERY = 20000; // ms: a ping without any frame back by the next tick means a dead link
+
+export const UNAUTHORIZED = 4401;
+
+export class Connection {
+  // handlers: open(), frame(object), state(name, delayMs), unauthorized()
+  constructor(url, handlers) {
+    this.url = url;
+    this.handlers = handlers;
+    this.ws = null;
+    this.attempt = 0; // failed tries since the last healthy connection
+    this.timer = null; // the pending retry
+    this.stopped = false;
+    this.opened = false; // ever: "connecting" before, "reconnecting" after
+    this.awaitingPong = false;
+    window.addEventListener("online", () => this.retryNow());
+    window.addEventListener("offline", () => this.drop());
+    document.addEventListener("visibilitychange", () => {
+      if (!document.hidden) this.retryNow();
+    });
+    setInterval(() => this.keepAlive(), PING_EVERY);
+  }
+
+  start() {
+    this.open();
+  }
+
+  // Send one frame; false when there is no open socket (the caller keeps what must arrive).
+  send(frame) {
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return false;
+    this.ws.send(JSON.stringify(frame));
+    return true;
+  }
+
+  // The room is joined: the next failure starts the backoff from the beginning again.
+  healthy() {
+    this.attempt = 0;
+  }
+
+  // Stop for good (the room refused us): no more retries.
+  stop() {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    this.timer = null;
+    if (this.ws) {
+      const ws = this.ws;
+      this.ws = null;
+      ws.close(1000);
+    }
+  }
+
+  open() {
+    clearTimeout(this.timer);
+    this.timer = null;
+    if (this.stopped) return;
+    this.handlers.state(this.opened ? "reconnecting" : "connecting", 0);
+    const ws = new WebSocket(this.url);
+    this.ws = ws;
+    this.awaitingPong = false;
+    ws.onopen = () => {
+      this.opened = true;
+      this.handlers.open();
+    };
+    ws.onmessage = (event) => {
+      this.awaitingPong = false; // any frame proves the link is alive
+      let frame;
+      try {
+        frame = JSON.parse(event.data);
+      } catch {
+        return;
+      }
+      this.handlers.frame(frame);
+    };
+    ws.onclose = (event) => {
+      if (this.ws === ws) this.closed(event.code);
+    };
+  }
+
+  closed(code) {
+    this.ws = null;
+    if (code === UNAUTHORIZED) {
+      this.stopped = true;
+      this.handlers.unauthorized();
+      return;
+    }
+    if (!this.stopped) this.scheduleRetry();
+  }
+
+  // Exponential backoff with "equal jitter": half the ceiling fixed, half random, so that a
+  // server restart does not bring every client back in the same instant.
+  scheduleRetry() {
+    const ceiling = Math.min(MAX_DELAY, FIRST_DELAY * 2 ** this.attempt);
+    const delay = ceiling / 2 + (Math.random() * ceiling) / 2;
+    this.attempt += 1;
+    this.handlers.state("reconnecting", delay);
+    this.timer = setTimeout(() => this.open(), delay);
+  }
+
+  // The network came back or the tab became visible: don't sit out the rest of the backoff.
+  retryNow() {
+    if (this.timer !== null && !this.stopped) this.open();
+  }
+
+  // Give up on the current socket (offline, or silent) and go through the backoff.
+  drop() {
+    if (!this.ws || this.stopped) return;
+    const ws = this.ws;
+    this.ws = null;
+    ws.onclose = null;
+    ws.close();
+    this.closed(1006);
+  }
+
+  keepAlive() {
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return;
+    if (this.awaitingPong) {
+      this.drop(); // nothing came back for a whole interval
+      return;
+    }
+    this.awaitingPong = true;
+    this.send({ type: "ping" });
+  }
+}

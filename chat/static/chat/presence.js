@@ -1,0 +1,66 @@
+// Who is in the room, and who is typing ("X is typing…" for a few seconds after each signal).
+
+const TYPING_SHOWN = 3000; // ms a typing signal stays on screen
+
+export class People {
+  constructor(root, me) {
+    this.me = me;
+    this.list = root.querySelector(".presence");
+    this.count = root.querySelector(".people .count");
+    this.typingLine = root.querySelector(".typing");
+    this.online = new Set();
+    this.typers = new Map(); // username -> timer that ends their "is typing"
+  }
+
+  set(names) {
+    this.online = new Set(names);
+    this.render();
+  }
+
+  change(joined, left) {
+    for (const name of joined) this.online.add(name);
+    for (const name of left) {
+      this.online.delete(name);
+      this.stopped(name);
+    }
+    this.render();
+  }
+
+  // Greyed out while disconnected: the list may be out of date.
+  stale(flag) {
+    this.list.classList.toggle("stale", flag);
+  }
+
+  render() {
+    const names = [...this.online].sort((a, b) => a.localeCompare(b));
+    this.list.replaceChildren(...names.map((name) => {
+      const li = document.createElement("li");
+      li.textContent = name === this.me ? `${name} (you)` : name;
+      return li;
+    }));
+    this.count.textContent = `(${names.length})`;
+  }
+
+  typing(name) {
+    clearTimeout(this.typers.get(name));
+    this.typers.set(name, setTimeout(() => this.stopped(name), TYPING_SHOWN));
+    this.renderTyping();
+  }
+
+  // Their message arrived, or they left: they are no longer typing.
+  stopped(name) {
+    if (!this.typers.has(name)) return;
+    clearTimeout(this.typers.get(name));
+    this.typers.delete(name);
+    this.renderTyping();
+  }
+
+  renderTyping() {
+    const names = [...this.typers.keys()];
+    let text = "";
+    if (names.length === 1) text = `${names[0]} is typing…`;
+    else if (names.length === 2) text = `${names[0]} and ${names[1]} are typing…`;
+    else if (names.length > 2) text = "Several people are typing…";
+    this.typingLine.textContent = text;
+  }
+}
