@@ -124,6 +124,28 @@ def receive_type(ws, kind, timeout=10):
             return event
 
 
+def join(ws, room, **fields):
+    """Join ``room`` and return the ``joined`` event."""
+    send(ws, type="join", room=room, **fields)
+    return receive_type(ws, "joined")
+
+
+def collect_messages(ws, count, timeout=60, arrivals=None):
+    """Receive events until ``count`` messages arrived (all within ``timeout``); return them.
+
+    With ``arrivals``, append each message's ``(ref, perf_counter())`` on arrival.
+    """
+    messages = []
+    deadline = time.monotonic() + timeout
+    while len(messages) < count:
+        event = receive(ws, timeout=max(0.01, deadline - time.monotonic()))
+        if event["type"] == "message":
+            messages.append(event)
+            if arrivals is not None:
+                arrivals.append((event["ref"], time.perf_counter()))
+    return messages
+
+
 def close_code(ws, timeout=10):
     """Read until the server's close frame; return its status code."""
     ws.settimeout(timeout)

@@ -3,16 +3,7 @@ import time
 
 import psycopg2
 
-from tests.live import connect, receive_type, send
-
-
-def join(ws, room):
-    send(ws, type="join", room=room)
-    return receive_type(ws, "joined")
-
-
-def messages(ws, count, timeout=20):
-    return [receive_type(ws, "message", timeout=timeout) for _ in range(count)]
+from tests.live import collect_messages, connect, join, send
 
 
 def test_an_event_too_large_for_notify_arrives_by_reference(server, make_users, make_room):
@@ -23,7 +14,7 @@ def test_an_event_too_large_for_notify_arrives_by_reference(server, make_users, 
     join(b, room)
     body = "\U0001F600" * 4000  # 16 KB of UTF-8: twice what NOTIFY carries
     send(a, type="send", room=room, body=body, ref="big")
-    [got] = messages(b, 1)
+    [got] = collect_messages(b, 1)
     assert got["body"] == body and got["ref"] == "big" and got["seq"] == 1
     a.close()
     b.close()
@@ -46,7 +37,7 @@ def test_messages_sent_while_the_listener_reconnects_are_caught_up(
         assert cursor.fetchall() == [(True,)]
     for n in range(5):  # some of these are published while nobody listens
         send(a, type="send", room=room, body=f"during {n}", ref=f"d{n}")
-    got = messages(b, 5)
+    got = collect_messages(b, 5)
     assert [m["seq"] for m in got] == [1, 2, 3, 4, 5]
     assert [m["body"] for m in got] == [f"during {n}" for n in range(5)]
     deadline = time.monotonic() + 10
@@ -67,6 +58,6 @@ def test_the_listener_can_use_its_own_database_url(start_server, make_users, mak
     join(a, room)
     join(b, room)
     send(a, type="send", room=room, body="via the listener's own URL", ref="u")
-    assert messages(b, 1)[0]["body"] == "via the listener's own URL"
+    assert collect_messages(b, 1)[0]["body"] == "via the listener's own URL"
     a.close()
     b.close()

@@ -4,12 +4,7 @@ import time
 import gevent
 import pytest
 
-from tests.live import close_code, connect, receive, receive_type, send
-
-
-def join(ws, room, **fields):
-    send(ws, type="join", room=room, **fields)
-    return receive_type(ws, "joined")
+from tests.live import connect, join, receive, receive_type, send
 
 
 @pytest.fixture

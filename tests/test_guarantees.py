@@ -5,28 +5,7 @@ import gevent
 import pytest
 import socket
 
-from tests.live import close_code, connect, receive, receive_type, send
-
-
-def join(ws, room, **fields):
-    send(ws, type="join", room=room, **fields)
-    return receive_type(ws, "joined")
-
-
-def collect_messages(ws, count, timeout=60, arrivals=None):
-    """Receive events until ``count`` messages arrived; return them in arrival order.
-
-    With ``arrivals``, append each message's ``(ref, perf_counter())`` on arrival.
-    """
-    messages = []
-    deadline = time.monotonic() + timeout
-    while len(messages) < count:
-        event = receive(ws, timeout=max(0.01, deadline - time.monotonic()))
-        if event["type"] == "message":
-            messages.append(event)
-            if arrivals is not None:
-                arrivals.append((event["ref"], time.perf_counter()))
-    return messages
+from tests.live import close_code, collect_messages, connect, join, send
 
 
 def stored_seqs(room):

@@ -7,12 +7,7 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 
 from chat.models import Message
-from tests.live import BASE_DIR, connect, receive_type, send
-
-
-def join(ws, room):
-    send(ws, type="join", room=room)
-    return receive_type(ws, "joined")
+from tests.live import BASE_DIR, connect, join, receive_type, send
 
 
 def manage(database_url, *args):

@@ -20,7 +20,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from chat import brokers
 from chat.brokers.redis import RedisBroker
-from tests.live import connect, free_port, receive, receive_type, send
+from tests.live import connect, free_port, join, receive, send
 
 START_TIMEOUT = 10
 
@@ -114,11 +114,6 @@ def two_servers(start_server, redis_server):
     env = {"CHAT_BROKER": "redis", "REDIS_URL": redis_server.url,
            "CHAT_RATE_LIMIT": 100000, "CHAT_RATE_BURST": 100000}
     return start_server(**env), start_server(**env)
-
-
-def join(ws, room):
-    send(ws, type="join", room=room)
-    return receive_type(ws, "joined")
 
 
 def messages(ws, count, timeout=10, errors=None):

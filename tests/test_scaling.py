@@ -6,28 +6,14 @@ import time
 import gevent
 import pytest
 
-from tests.live import connect, receive, receive_type, send
+from tests.live import collect_messages, connect, join, receive_type, send
 
 FAST_PRESENCE = {"CHAT_PRESENCE_HEARTBEAT": "0.5", "CHAT_PRESENCE_TTL": "2"}
-
-
-def join(ws, room, **fields):
-    send(ws, type="join", room=room, **fields)
-    return receive_type(ws, "joined")
 
 
 def worker_of(ws):
     send(ws, type="_worker")
     return receive_type(ws, "_worker")["pid"]
-
-
-def messages(ws, count, timeout=30):
-    got = []
-    while len(got) < count:
-        event = receive(ws, timeout=timeout)
-        if event["type"] == "message":
-            got.append(event)
-    return got
 
 
 def clients_on_every_worker(server, keys, workers):
@@ -57,7 +43,7 @@ def test_every_client_on_every_worker_gets_every_message_once_in_order(cluster, 
     clients = [ws for _, ws in placed.values()] + extra
     for ws in clients:
         join(ws, room)
-    receivers = [gevent.spawn(messages, ws, 30) for ws in clients]
+    receivers = [gevent.spawn(collect_messages, ws, 30) for ws in clients]
 
     def send_ten(index, ws):
         for n in range(10):
@@ -98,9 +84,9 @@ def test_two_hosts_sharing_the_database_are_one_chat(start_server, cluster, make
     assert join(b, room)["presence"] == sorted([a_name, b_name])
     assert receive_type(a, "presence")["joined"] == [b_name]
     send(b, type="send", room=room, body="across hosts", ref="x1")
-    assert messages(a, 1)[0]["body"] == "across hosts"
+    assert collect_messages(a, 1)[0]["body"] == "across hosts"
     send(a, type="send", room=room, body="and back", ref="x2")
-    assert [m["body"] for m in messages(b, 2)] == ["across hosts", "and back"]
+    assert [m["body"] for m in collect_messages(b, 2)] == ["across hosts", "and back"]
     a.close()
     b.close()
 
@@ -117,7 +103,7 @@ def test_a_killed_worker_loses_nothing_and_its_users_presence_expires(
     join(victim, room)
     assert receive_type(survivor, "presence")["joined"] == [names[victim_key]]
     send(survivor, type="send", room=room, body="before", ref="b")
-    last_seen = messages(victim, 1)[0]["seq"]
+    last_seen = collect_messages(victim, 1)[0]["seq"]
 
     os.kill(victim_pid, signal.SIGKILL)
     killed_at = time.monotonic()

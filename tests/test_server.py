@@ -8,7 +8,7 @@ import urllib.request
 import pytest
 import websocket
 
-from tests.live import Browser, close_code, connect, receive, receive_type, send
+from tests.live import Browser, close_code, connect, receive, send
 
 
 def test_login_page_is_served_by_the_same_server(server):

@@ -1,6 +1,9 @@
 """The broker interface the hub publishes through and subscribes to."""
 from abc import ABC, abstractmethod
 
+import gevent
+import gevent.event
+
 
 class Broker(ABC):
     """Fan-out of opaque payloads to every subscribed hub, this process's included.
@@ -24,3 +27,27 @@ class Broker(ABC):
 
     def stop(self):
         """Stop delivering and let go of connections."""
+
+
+class ListeningBroker(Broker):
+    """A broker fed by one listener greenlet per process (``_listen_forever``)."""
+
+    def __init__(self):
+        self.on_message = None
+        self.on_reconnect = None
+        self.listener = None
+        self.connected = gevent.event.Event()  # set while subscribed (tests wait on it)
+
+    def start(self, on_message, on_reconnect=None):
+        self.on_message = on_message
+        self.on_reconnect = on_reconnect
+        self.listener = gevent.spawn(self._listen_forever)
+
+    def stop(self):
+        if self.listener is not None:
+            self.listener.kill(block=True, timeout=5)
+            self.listener = None
+
+    @abstractmethod
+    def _listen_forever(self):
+        """Subscribe, deliver, and resubscribe after every loss, until killed."""

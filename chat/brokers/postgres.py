@@ -11,12 +11,11 @@ import json
 import logging
 
 import gevent
-import gevent.event
 import psycopg2
 from django.db import connection
 from gevent.socket import wait_read
 
-from chat.brokers.base import Broker
+from chat.brokers.base import ListeningBroker
 from chat.db import db_work
 
 logger = logging.getLogger(__name__)
@@ -26,21 +25,13 @@ MAX_PAYLOAD = 7999  # bytes: PostgreSQL refuses a NOTIFY payload of 8,000 or mor
 RETRY_DELAYS = (0.1, 0.5, 1, 2, 5)
 
 
-class PostgresBroker(Broker):
+class PostgresBroker(ListeningBroker):
     """Publish with ``pg_notify``; listen on one autocommit connection per process."""
 
     def __init__(self, connect_params, poll_timeout=5.0):
+        super().__init__()
         self.connect_params = connect_params
         self.poll_timeout = poll_timeout
-        self.on_message = None
-        self.on_reconnect = None
-        self.listener = None
-        self.connected = gevent.event.Event()
-
-    def start(self, on_message, on_reconnect=None):
-        self.on_message = on_message
-        self.on_reconnect = on_reconnect
-        self.listener = gevent.spawn(self._listen_forever)
 
     def publish(self, topic, payload):
         """NOTIFY ``payload``; too large, only its header goes and receivers read the rest."""
@@ -50,10 +41,6 @@ class PostgresBroker(Broker):
             text = f"{topic}\n" + json.dumps({**header, "by_ref": True}, separators=(",", ":")) + "\n"
         with db_work(), connection.cursor() as cursor:
             cursor.execute("SELECT pg_notify(%s, %s)", [CHANNEL, text])
-
-    def stop(self):
-        if self.listener is not None:
-            self.listener.kill(block=False)
 
     def _listen_forever(self):
         attempt = 0

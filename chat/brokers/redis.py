@@ -24,7 +24,7 @@ from django.core.exceptions import ImproperlyConfigured
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from chat.brokers.base import Broker
+from chat.brokers.base import ListeningBroker
 
 logger = logging.getLogger(__name__)
 
@@ -34,13 +34,14 @@ RETRY_DELAYS = (0.1, 0.5, 1, 2, 5)
 ERRORS = (redis.RedisError, OSError)
 
 
-class RedisBroker(Broker):
+class RedisBroker(ListeningBroker):
     """Publish with ``PUBLISH chat:<slug>``; listen with ``PSUBSCRIBE chat:*``, one connection."""
 
     def __init__(self, url, max_connections=10, pool_timeout=5.0, socket_timeout=5.0,
                  poll_timeout=5.0):
         if not url:
             raise ImproperlyConfigured("The redis broker needs REDIS_URL, e.g. redis://127.0.0.1:6379/0.")
+        super().__init__()
         self.poll_timeout = poll_timeout
         pid = os.getpid()
         options = {"socket_connect_timeout": socket_timeout, "socket_timeout": socket_timeout,
@@ -58,23 +59,12 @@ class RedisBroker(Broker):
             raise ImproperlyConfigured(f"REDIS_URL is not a Redis URL: {error}") from None
         self.client = redis.Redis(connection_pool=self.pool)
         self.where = _describe(self.pool.connection_kwargs)
-        self.on_message = None
-        self.on_reconnect = None
-        self.listener = None
-        self.connected = gevent.event.Event()
-
-    def start(self, on_message, on_reconnect=None):
-        self.on_message = on_message
-        self.on_reconnect = on_reconnect
-        self.listener = gevent.spawn(self._listen_forever)
 
     def publish(self, topic, payload):
         self.client.publish(PREFIX + topic, payload)
 
     def stop(self):
-        if self.listener is not None:
-            self.listener.kill(block=True, timeout=5)
-            self.listener = None
+        super().stop()
         self.listen_pool.disconnect()
         self.pool.disconnect()
 
