@@ -146,16 +146,19 @@ class Hub:
         if channel is None:
             return
         channel.sessions.discard(session)
+        user, gone_here = session.username, False
         if session in channel.present:
             channel.present.discard(session)
-            channel.presence[session.username] -= 1
-            if not channel.presence[session.username]:
-                del channel.presence[session.username]
-                self._depart(slug, session.username)
-        if not channel.sessions:
+            channel.presence[user] -= 1
+            if not channel.presence[user]:
+                del channel.presence[user]
+                gone_here = True
+        if not channel.sessions and self.channels.get(slug) is channel:
             if channel.repairer is not None:
                 channel.repairer.kill(block=False)
             del self.channels[slug]
+        if gone_here:
+            self._depart(slug, user)  # last: it waits on the database, and others run meanwhile
 
     def _depart(self, slug, user):
         try:

@@ -133,3 +133,14 @@ def test_the_last_session_leaving_drops_the_room(hub):
     assert "r" not in hub.channels
     publish_message(hub, "r", 1)  # nobody here: nothing happens
     assert alice.got == []
+
+
+def test_sockets_leaving_at_once_leave_no_room_behind_and_raise_nothing(hub):
+    sessions = [Recorder(f"leaver{n}") for n in range(20)]
+    for session in sessions:
+        hub.attach(session, "crowd")
+        hub.enter(session, "crowd")
+    leaving = [gevent.spawn(hub.detach, session, "crowd") for session in sessions]
+    gevent.joinall(leaving, timeout=10, raise_error=True)  # each waits on the database
+    assert "crowd" not in hub.channels
+
