@@ -10,20 +10,6 @@ class RoomQuerySet(models.QuerySet):
         """Rooms ``user`` may join: every public room and the private ones they belong to."""
         return self.filter(Q(private=False) | Q(members=user)).distinct()
 
-    def allocate_seq(self, room_id):
-        """Take the room's next seq under its row lock; call inside the insert's transaction.
-
-        The row lock is held until commit, so concurrent senders to one room take turns and a
-        rolled-back insert gives its seq back: the sequence stays gapless across workers and
-        hosts, with no sequence object that would skip numbers.
-        """
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"UPDATE {Room._meta.db_table} SET last_seq = last_seq + 1 WHERE id = %s "
-                "RETURNING last_seq", [room_id])
-            return cursor.fetchone()[0]
-
-
 class Room(models.Model):
     slug = models.SlugField(max_length=50, unique=True)
     name = models.CharField(max_length=100)
@@ -61,6 +47,46 @@ class MessageQuerySet(models.QuerySet):
     def sent_as(self, room, user, ref):
         """The message that ``user`` sent to ``room`` with ``ref``, if any."""
         return self.filter(room=room, user=user, ref=ref).first()
+
+    def store(self, room_id, user, body, ref):
+        """Store a message once per (room, user, ref) in one statement; return (message, created).
+
+        The seq is taken by ``UPDATE ... RETURNING`` on the room's row, in the same statement
+        (so the same transaction) as the insert: the row lock makes concurrent senders to a
+        room take turns across workers and hosts, and a failed insert gives its seq back, so
+        the sequence stays gapless. One round trip instead of five (look-up, BEGIN, UPDATE,
+        INSERT, COMMIT). A concurrent resend of the same ref fails the unique constraint:
+        the caller catches IntegrityError and reads the winner with ``sent_as``.
+        """
+        message_table, room_table = Message._meta.db_table, Room._meta.db_table
+        sql = f"""
+            WITH existing AS (
+                SELECT id, seq, created FROM {message_table}
+                WHERE room_id = %(room)s AND user_id = %(user)s AND ref = %(ref)s
+            ), taken AS (
+                UPDATE {room_table} SET last_seq = last_seq + 1
+                WHERE id = %(room)s AND NOT EXISTS (SELECT 1 FROM existing)
+                RETURNING last_seq
+            ), inserted AS (
+                INSERT INTO {message_table} (room_id, seq, user_id, body, ref, created, deleted)
+                SELECT %(room)s, last_seq, %(user)s, %(body)s, %(ref)s, %(created)s, false FROM taken
+                RETURNING id, seq, created
+            )
+            SELECT id, seq, created, true FROM inserted
+            UNION ALL
+            SELECT id, seq, created, false FROM existing"""
+        created_at = timezone.now()
+        with connection.cursor() as cursor:
+            cursor.execute(sql, {"room": room_id, "user": user.pk, "body": body, "ref": ref,
+                                 "created": created_at})
+            row = cursor.fetchone()
+        if row is None:
+            raise Room.DoesNotExist(f"no room with id {room_id}")
+        message_id, seq, created, is_new = row
+        if not is_new:
+            return self.get(pk=message_id), False
+        return Message(id=message_id, room_id=room_id, seq=seq, user=user, body=body, ref=ref,
+                       created=created), True
 
 
 class Message(models.Model):

@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError
 
 from chat.db import db_work
 from chat.errors import Forbidden, UnknownRoom
@@ -69,25 +69,19 @@ def messages_between(room_id, slug, after, upto=None):
 def post(user, room_id, body, ref):
     """Store a message once per (user, room, ref); return ``(message, created)``.
 
-    The seq is taken under the room's row lock in the insert's transaction, so it is gapless
-    and nobody hears of the message before the commit.
+    Committed before this returns, so nobody hears of a message that is not stored.
     """
     with db_work():
-        existing = Message.objects.sent_as(room_id, user, ref)
-        if existing is not None:
-            return existing, False
         try:
-            with transaction.atomic():
-                seq = Room.objects.allocate_seq(room_id)
-                message = Message.objects.create(room_id=room_id, seq=seq, user=user, body=body, ref=ref)
+            message, created = Message.objects.store(room_id, user, body, ref)
         except IntegrityError:
             # A concurrent resend of the same ref won; its seq was given back by the rollback.
             existing = Message.objects.sent_as(room_id, user, ref)
             if existing is None:
                 raise
             return existing, False
-    logger.debug("stored %s#%s from %s", room_id, seq, user.get_username())
-    return message, True
+    logger.debug("stored %s#%s from %s", room_id, message.seq, user.get_username())
+    return message, created
 
 
 def history(room_id, slug, before, limit):
