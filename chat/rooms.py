@@ -4,6 +4,7 @@ Every function here runs inside ``db_work()`` (chat/db.py), so that a worker's s
 hold more connections than its slots, and returns plain values for the socket layer.
 """
 import logging
+from collections import namedtuple
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -55,14 +56,14 @@ def messages_between(room_id, slug, after, upto=None):
     Deleted messages hold their seq: the caller advances past them without showing them.
     """
     with db_work():
-        rows = Message.objects.after(room_id, after).select_related("user")
+        rows = Message.objects.after(room_id, after)
         if upto is not None:
             rows = rows.filter(seq__lte=upto)
-        found = {m.seq: m for m in rows}
+        found = {row.seq: row for row in _rows(rows)}
     if upto is None:
         upto = max(found, default=after)
     return [(seq, None if seq not in found or found[seq].deleted
-             else message_event(found[seq], slug, found[seq].user.get_username()))
+             else message_event(found[seq], slug, found[seq].username))
             for seq in range(after + 1, upto + 1)]
 
 
@@ -96,8 +97,17 @@ def history(room_id, slug, before, limit):
 
 def _page(newest_first, limit, slug):
     """Take ``limit`` from a newest-first queryset; return them oldest first, and ``more``."""
-    rows = list(newest_first.select_related("user")[:limit + 1])
+    rows = _rows(newest_first[:limit + 1])
     more = len(rows) > limit
     rows = rows[:limit]
     rows.reverse()
-    return [message_event(m, slug, m.user.get_username()) for m in rows], more
+    return [message_event(row, slug, row.username) for row in rows], more
+
+
+#: A stored message as events need it: plain values, no model instances (a third of the cost).
+Row = namedtuple("Row", "id seq body ref created username deleted")
+
+
+def _rows(messages):
+    return [Row(*values) for values in
+            messages.values_list("id", "seq", "body", "ref", "created", "user__username", "deleted")]
