@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from gevent.pywsgi import WSGIHandler
 from geventwebsocket.handler import WebSocketHandler
-from gunicorn.workers.ggevent import GeventPyWSGIWorker, PyWSGIHandler
+from gunicorn.workers.ggevent import GeventPyWSGIWorker, PyWSGIHandler, PyWSGIServer
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +94,19 @@ class ChatHandler(WebSocketHandler, PyWSGIHandler):
         self.process_result()
 
 
+class ChatServer(PyWSGIServer):
+    """gevent's WSGI server, accepting one connection per wake-up.
+
+    With the default (100), the worker that wakes first takes every pending connection, and
+    a burst of sockets lands on one worker while the others idle; gunicorn sets 1 for its
+    plain gevent worker with several workers, but not for this server class.
+    """
+
+    max_accept = 1
+
+
 class ChatWorker(GeventPyWSGIWorker):
     """gunicorn's gevent worker serving Django pages and WebSockets with :class:`ChatHandler`."""
 
+    server_class = ChatServer
     wsgi_handler = ChatHandler

@@ -28,6 +28,7 @@ def clients_on_every_worker(server, keys, workers):
             placed[pid] = (key, ws)
         if len(placed) == workers:
             return placed, extra
+        gevent.sleep(0.02)  # let another worker's accept loop have a turn
     pytest.fail(f"{len(keys)} sockets reached only {len(placed)} of {workers} workers")
 
 
