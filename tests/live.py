@@ -12,6 +12,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import pytest
 import websocket
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -130,10 +131,11 @@ def join(ws, room, **fields):
     return receive_type(ws, "joined")
 
 
-def collect_messages(ws, count, timeout=60, arrivals=None):
+def collect_messages(ws, count, timeout=60, arrivals=None, errors=None):
     """Receive events until ``count`` messages arrived (all within ``timeout``); return them.
 
-    With ``arrivals``, append each message's ``(ref, perf_counter())`` on arrival.
+    With ``arrivals``, append each message's ``(ref, perf_counter())`` on arrival. ``error``
+    events go to ``errors`` when given, and fail the test otherwise.
     """
     messages = []
     deadline = time.monotonic() + timeout
@@ -143,6 +145,10 @@ def collect_messages(ws, count, timeout=60, arrivals=None):
             messages.append(event)
             if arrivals is not None:
                 arrivals.append((event["ref"], time.perf_counter()))
+        elif event["type"] == "error":
+            if errors is None:
+                pytest.fail(f"the server answered with an error: {event}")
+            errors.append(event)
     return messages
 
 

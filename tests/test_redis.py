@@ -20,7 +20,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from chat import brokers
 from chat.brokers.redis import RedisBroker
-from tests.live import connect, free_port, join, receive, send
+from tests.live import collect_messages, connect, free_port, join, receive, send
 
 START_TIMEOUT = 10
 
@@ -116,24 +116,6 @@ def two_servers(start_server, redis_server):
     return start_server(**env), start_server(**env)
 
 
-def messages(ws, count, timeout=10, errors=None):
-    """Receive until ``count`` messages arrived (all within ``timeout``); return them in order.
-
-    ``error`` events go to ``errors`` when given, and fail the test otherwise.
-    """
-    got = []
-    deadline = time.monotonic() + timeout
-    while len(got) < count:
-        event = receive(ws, timeout=max(0.01, deadline - time.monotonic()))
-        if event["type"] == "message":
-            got.append(event)
-        elif event["type"] == "error":
-            if errors is None:
-                pytest.fail(f"the server answered with an error: {event}")
-            errors.append(event)
-    return got
-
-
 def assert_no_more_messages(ws, quiet=0.5):
     """Nothing but non-message events arrives for ``quiet`` seconds: no duplicates."""
     deadline = time.monotonic() + quiet
@@ -173,12 +155,12 @@ def test_two_users_on_two_servers_exchange_messages_in_seq_order_once(
         sender, receiver = (a, b) if n % 2 == 0 else (b, a)
         send(sender, type="send", room=room, body=f"turn {n}", ref=f"t{n}")
         for ws in (receiver, sender):
-            [got] = messages(ws, 1)
+            [got] = collect_messages(ws, 1)
             assert (got["seq"], got["body"]) == (n + 1, f"turn {n}")
     for n in range(10, 30):  # then both at once
         send(a if n % 2 == 0 else b, type="send", room=room, body=f"burst {n}", ref=f"b{n}")
     for ws in (a, b):
-        assert [m["seq"] for m in messages(ws, 20)] == list(range(11, 31))
+        assert [m["seq"] for m in collect_messages(ws, 20)] == list(range(11, 31))
         assert_no_more_messages(ws)
     assert publish_calls(redis_server) - published >= 30  # they went through Redis
     a.close()
@@ -197,7 +179,7 @@ def test_a_large_message_arrives_whole_on_the_other_server(two_servers, redis_se
     body = "\U0001F600" * 4000  # 16 KB of UTF-8, twice what a NOTIFY carries
     send(a, type="send", room=room, body=body, ref="big")
     for ws in (a, b):
-        [got] = messages(ws, 1)
+        [got] = collect_messages(ws, 1)
         assert got["body"] == body and got["ref"] == "big" and got["seq"] == 1
     assert publish_calls(redis_server) - published >= 1  # whole, through Redis
     a.close()
@@ -215,22 +197,22 @@ def test_messages_sent_while_redis_restarts_reach_the_other_server_once_in_order
     join(b, room)
     wait_subscribed(own_redis, [one, two])
     send(a, type="send", room=room, body="before", ref="before")
-    assert [m["seq"] for m in messages(b, 1)] == [1]
-    assert [m["seq"] for m in messages(a, 1)] == [1]
+    assert [m["seq"] for m in collect_messages(b, 1)] == [1]
+    assert [m["seq"] for m in collect_messages(a, 1)] == [1]
 
     own_redis.kill()
     errors = []
     started_down = time.monotonic()
     for n in range(5):  # committed to PostgreSQL, then the publish fails
         send(a, type="send", room=room, body=f"down {n}", ref=f"down{n}")
-    own = messages(a, 5, errors=errors)  # the sender's own server still delivers them
+    own = collect_messages(a, 5, errors=errors)  # the sender's own server still delivers them
     assert errors == [], "a failed publish reached the sender as an error"
     assert [m["seq"] for m in own] == [2, 3, 4, 5, 6]
     time.sleep(max(0, started_down + 1.5 - time.monotonic()))  # down long enough to retry twice
     restarted = time.monotonic()
     own_redis.start()  # the same port
 
-    got = messages(b, 5, timeout=20)  # the listener's backoff is at most 5 s
+    got = collect_messages(b, 5, timeout=20)  # the listener's backoff is at most 5 s
     measurements["redis restart: seconds from restart until the other server caught up"] = round(
         time.monotonic() - restarted, 2)
     assert [m["seq"] for m in got] == [2, 3, 4, 5, 6]
@@ -238,7 +220,7 @@ def test_messages_sent_while_redis_restarts_reach_the_other_server_once_in_order
     wait_subscribed(own_redis, [one, two])
     send(b, type="send", room=room, body="after", ref="after")
     for ws in (a, b):
-        assert [m["seq"] for m in messages(ws, 1)] == [7]
+        assert [m["seq"] for m in collect_messages(ws, 1)] == [7]
         assert_no_more_messages(ws)
     assert "publishing to " + room + " failed" in one.log()
     for server in (one, two):
@@ -273,7 +255,7 @@ def test_fifty_sockets_sending_at_once_wait_for_the_pools_few_redis_connections(
         send(ws, type="send", room=room, body=f"from {n}", ref=f"m{n}")
         for _ in range(4):
             send(ws, type="typing", room=room)
-    readers = [gevent.spawn(messages, ws, 50, 30) for ws in clients]
+    readers = [gevent.spawn(collect_messages, ws, 50, 30) for ws in clients]
     gevent.joinall(readers + [pause], timeout=40, raise_error=True)
     assert all(r.successful() for r in readers), "not every socket got every message in time"
     for reader in readers:
