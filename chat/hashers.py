@@ -2,7 +2,7 @@
 
 PBKDF2 at Django 5.2's 1,000,000 iterations costs about 0.35 s of CPU per check here; on the
 hub, ten logins at once would freeze every socket of the worker for seconds.
-``hashlib.pbkdf2_hmac`` releases the GIL, so gevent's threadpool runs it in parallel.
+``hashlib.pbkdf2_hmac`` releases the GIL, so ``chat.db.offload``'s native threads run it in parallel.
 """
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 
@@ -10,7 +10,7 @@ from chat.db import offload
 
 
 class OffloadedPBKDF2PasswordHasher(PBKDF2PasswordHasher):
-    """Django's PBKDF2 hasher, hashing on gevent's threadpool; stored hashes are unchanged."""
+    """Django's PBKDF2 hasher, hashing on ``offload``'s threads; stored hashes are unchanged."""
 
     algorithm = "pbkdf2_sha256"
 

@@ -110,7 +110,7 @@ DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
 DATABASES["default"].setdefault("OPTIONS", {}).setdefault("application_name", f"chat:{os.getpid()}")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# The first hasher hashes on gevent's threadpool: PBKDF2 at 1,000,000 iterations costs about
+# The first hasher hashes on native threads (chat.db.offload): PBKDF2 at 1,000,000 iterations costs about
 # 0.35 s of CPU, which would stall every socket of the worker (chat/hashers.py).
 PASSWORD_HASHERS = ["chat.hashers.OffloadedPBKDF2PasswordHasher"]
 AUTH_PASSWORD_VALIDATORS = [
