@@ -159,3 +159,24 @@ def pooled_db(django_db_setup, django_db_blocker):
         yield pool
         pool.close()
     db.use_connections(None)
+
+
+@pytest.fixture
+def pair_in_room(make_users, make_room):
+    """Sign two new users in (to one server, or one each) and join both to a fresh room."""
+    from tests.live import connect, join
+
+    opened = []
+
+    def make(first, second=None, prefix="pair"):
+        (_, a_key), (_, b_key) = make_users(2, prefix=prefix)
+        room = make_room()
+        a, b = connect(first, a_key), connect(second or first, b_key)
+        opened.extend([a, b])
+        join(a, room)
+        join(b, room)
+        return room, a, b
+
+    yield make
+    for ws in opened:
+        ws.close()

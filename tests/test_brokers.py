@@ -3,15 +3,11 @@ import time
 
 import psycopg2
 
-from tests.live import collect_messages, connect, join, send
+from tests.live import collect_messages, send
 
 
-def test_an_event_too_large_for_notify_arrives_by_reference(server, make_users, make_room):
-    (_, a_key), (_, b_key) = make_users(2, prefix="large")
-    room = make_room()
-    a, b = connect(server, a_key), connect(server, b_key)
-    join(a, room)
-    join(b, room)
+def test_an_event_too_large_for_notify_arrives_by_reference(server, pair_in_room):
+    room, a, b = pair_in_room(server, prefix="large")
     body = "\U0001F600" * 4000  # 16 KB of UTF-8: twice what NOTIFY carries
     send(a, type="send", room=room, body=body, ref="big")
     [got] = collect_messages(b, 1)
@@ -21,13 +17,9 @@ def test_an_event_too_large_for_notify_arrives_by_reference(server, make_users, 
 
 
 def test_messages_sent_while_the_listener_reconnects_are_caught_up(
-        start_server, make_users, make_room, database_url):
+        start_server, pair_in_room, database_url):
     instance = start_server(CHAT_BROKER="postgres")
-    (_, a_key), (_, b_key) = make_users(2, prefix="relisten")
-    room = make_room()
-    a, b = connect(instance, a_key), connect(instance, b_key)
-    join(a, room)
-    join(b, room)
+    room, a, b = pair_in_room(instance, prefix="relisten")
     names = [f"chat-listener:{pid}" for pid in instance.worker_pids()]
     admin = psycopg2.connect(database_url)
     admin.autocommit = True
@@ -49,14 +41,10 @@ def test_messages_sent_while_the_listener_reconnects_are_caught_up(
     b.close()
 
 
-def test_the_listener_can_use_its_own_database_url(start_server, make_users, make_room, database_url):
+def test_the_listener_can_use_its_own_database_url(start_server, pair_in_room, database_url):
     """Where DATABASE_URL is PgBouncer (transaction mode), LISTEN goes to PostgreSQL itself."""
     instance = start_server(CHAT_LISTEN_DATABASE_URL=database_url)
-    (_, a_key), (_, b_key) = make_users(2, prefix="listenurl")
-    room = make_room()
-    a, b = connect(instance, a_key), connect(instance, b_key)
-    join(a, room)
-    join(b, room)
+    room, a, b = pair_in_room(instance, prefix="listenurl")
     send(a, type="send", room=room, body="via the listener's own URL", ref="u")
     assert collect_messages(b, 1)[0]["body"] == "via the listener's own URL"
     a.close()

@@ -142,13 +142,9 @@ def publish_calls(redis_server):
 
 
 def test_two_users_on_two_servers_exchange_messages_in_seq_order_once(
-        two_servers, redis_server, make_users, make_room):
+        two_servers, redis_server, pair_in_room):
     one, two = two_servers
-    (_, a_key), (_, b_key) = make_users(2, prefix="redis-pair")
-    room = make_room()
-    a, b = connect(one, a_key), connect(two, b_key)
-    join(a, room)
-    join(b, room)
+    room, a, b = pair_in_room(one, two, prefix="redis-pair")
     wait_subscribed(redis_server, two_servers)
     published = publish_calls(redis_server)
     for n in range(10):  # taking turns: each waits for the other's message
@@ -167,13 +163,9 @@ def test_two_users_on_two_servers_exchange_messages_in_seq_order_once(
     b.close()
 
 
-def test_a_large_message_arrives_whole_on_the_other_server(two_servers, redis_server, make_users, make_room):
+def test_a_large_message_arrives_whole_on_the_other_server(two_servers, redis_server, pair_in_room):
     one, two = two_servers
-    (_, a_key), (_, b_key) = make_users(2, prefix="redis-large")
-    room = make_room()
-    a, b = connect(one, a_key), connect(two, b_key)
-    join(a, room)
-    join(b, room)
+    room, a, b = pair_in_room(one, two, prefix="redis-large")
     wait_subscribed(redis_server, two_servers)
     published = publish_calls(redis_server)
     body = "\U0001F600" * 4000  # 16 KB of UTF-8, twice what a NOTIFY carries
@@ -187,14 +179,10 @@ def test_a_large_message_arrives_whole_on_the_other_server(two_servers, redis_se
 
 
 def test_messages_sent_while_redis_restarts_reach_the_other_server_once_in_order(
-        start_redis, start_server, make_users, make_room, measurements):
+        start_redis, start_server, pair_in_room, measurements):
     own_redis = start_redis()  # this test's own: the others keep theirs running
     one, two = (start_server(CHAT_BROKER="redis", REDIS_URL=own_redis.url) for _ in range(2))
-    (_, a_key), (_, b_key) = make_users(2, prefix="redis-restart")
-    room = make_room()
-    a, b = connect(one, a_key), connect(two, b_key)
-    join(a, room)
-    join(b, room)
+    room, a, b = pair_in_room(one, two, prefix="redis-restart")
     wait_subscribed(own_redis, [one, two])
     send(a, type="send", room=room, body="before", ref="before")
     assert [m["seq"] for m in collect_messages(b, 1)] == [1]
