@@ -1,0 +1,98 @@
+"""Sign the load-test accounts in through the site's real login form, and keep the cookies.
+
+A login costs the server one PBKDF2 check (about 0.35 s of CPU), so the session cookies are
+saved to a file and reused by later runs against the same server while they still work.
+"""
+import http.client
+import json
+import logging
+import re
+import urllib.parse
+from http.cookies import SimpleCookie
+
+from gevent.pool import Pool
+
+logger = logging.getLogger("loadtest")
+TOKEN = re.compile(rb'name="csrfmiddlewaretoken" value="([^"]+)"')
+
+
+class LoginError(Exception):
+    pass
+
+
+def _request(url, method, path, body=None, cookies=None, timeout=60):
+    parts = urllib.parse.urlsplit(url)
+    conn_class = http.client.HTTPSConnection if parts.scheme in ("https", "wss") else http.client.HTTPConnection
+    conn = conn_class(parts.hostname, parts.port, timeout=timeout)
+    headers = {"Referer": urllib.parse.urljoin(url, path)}
+    if cookies:
+        headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in cookies.items())
+    if body is not None:
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+        body = urllib.parse.urlencode(body)
+    try:
+        conn.request(method, path, body=body, headers=headers)
+        response = conn.getresponse()
+        content = response.read()
+    finally:
+        conn.close()
+    jar = dict(cookies or {})
+    for header in response.headers.get_all("Set-Cookie") or ():
+        jar.update({name: morsel.value for name, morsel in SimpleCookie(header).items()})
+    return response.status, content, jar
+
+
+def login(url, username, password, path="/accounts/login/"):
+    """Return the cookie header value of a fresh session for ``username``."""
+    status, page, jar = _request(url, "GET", path)
+    match = TOKEN.search(page)
+    if status != 200 or not match:
+        raise LoginError(f"GET {path} answered {status} without a login form: is --url right?")
+    form = {"username": username, "password": password, "csrfmiddlewaretoken": match.group(1).decode()}
+    status, page, jar = _request(url, "POST", path, body=form, cookies=jar)
+    if status == 429:
+        raise LoginError(f"{username}: login throttled (429); wait, or check --password")
+    if status != 302 or "sessionid" not in jar:
+        raise LoginError(f"{username}: the login form answered {status}: wrong --password, or run "
+                         f"`manage.py create_load_users` on the server first")
+    return f"sessionid={jar['sessionid']}"
+
+
+def login_all(url, usernames, password, cache_path=None, concurrency=8):
+    """Return {username: cookie}, signing in only those without a cached session."""
+    cache = _load(cache_path)
+    known = cache.setdefault(url, {})
+    missing = [name for name in usernames if name not in known]
+    if missing:
+        logger.info("signing %d accounts in through the login form (%d cached)",
+                    len(missing), len(usernames) - len(missing))
+        pool = Pool(concurrency)
+        for name, cookie in zip(missing, pool.imap(lambda n: login(url, n, password), missing)):
+            known[name] = cookie
+        _save(cache_path, cache)
+    return {name: known[name] for name in usernames}
+
+
+def forget(cache_path, url, usernames):
+    """Drop cached sessions the server no longer accepts (it closed their socket with 4401)."""
+    cache = _load(cache_path)
+    for name in usernames:
+        cache.get(url, {}).pop(name, None)
+    _save(cache_path, cache)
+
+
+def _load(path):
+    if not path:
+        return {}
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def _save(path, cache):
+    if path:
+        with open(path, "w") as f:
+            json.dump(cache, f)
+
