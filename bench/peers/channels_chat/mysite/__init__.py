@@ -1,0 +1,1 @@
+"""The Django project of the Channels peer (the tutorial's ``mysite``)."""

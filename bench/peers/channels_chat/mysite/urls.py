@@ -1,0 +1,2 @@
+"""No pages: the peer serves only its WebSocket (``chat/routing.py``)."""
+urlpatterns = []
