@@ -1,6 +1,6 @@
 """Check that each peer speaks the benchmark dialect: ``python bench/peers/check.py [name...]``.
 
-Runs with /work/main/.venv's python (needs ``websocket-client``, and ``pgserver`` and
+Runs with the project's .venv python (needs ``websocket-client``, and ``pgserver`` and
 ``psycopg2`` for the channels peer). For each peer: start it, connect 3 raw clients, join
 ``lobby``, send 20 messages from the 3 clients in turn without waiting, check that every
 client got all 20 in seq order with user, body and ref intact, ping each, and for
