@@ -230,7 +230,8 @@ def stop_at_failure(args, epoch, progress, limit):
     """Stop the steps after the first that fails (one process only: it sees every delivery)."""
     period = args.duration + args.pause
     for k in range(len(args.rates)):
-        gevent.sleep(max(0, epoch + (k + 1) * period - time.time()))
+        # Judge near the end of the pause, before the next step's first send.
+        gevent.sleep(max(0, epoch + k * period + args.duration + 0.9 * args.pause - time.time()))
         process = progress.process
         step = report.steps_of(process.tally, args.rates, args.duration, args.pause,
                                max_p99=args.max_p99, min_delivery=args.min_delivery)[k]

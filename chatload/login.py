@@ -62,6 +62,10 @@ def login_all(url, usernames, password, cache_path=None, concurrency=8):
     """Return {username: cookie}, signing in only those without a cached session."""
     cache = _load(cache_path)
     known = cache.setdefault(url, {})
+    cached = [name for name in usernames if name in known]
+    for name, ok in zip(cached, Pool(concurrency).imap(lambda n: still_valid(url, known[n]), cached)):
+        if not ok:
+            del known[name]
     missing = [name for name in usernames if name not in known]
     if missing:
         logger.info("signing %d accounts in through the login form (%d cached)",
@@ -73,12 +77,11 @@ def login_all(url, usernames, password, cache_path=None, concurrency=8):
     return {name: known[name] for name in usernames}
 
 
-def forget(cache_path, url, usernames):
-    """Drop cached sessions the server no longer accepts (it closed their socket with 4401)."""
-    cache = _load(cache_path)
-    for name in usernames:
-        cache.get(url, {}).pop(name, None)
-    _save(cache_path, cache)
+def still_valid(url, cookie, path="/"):
+    """Tell whether the server still accepts a saved session (a page behind the login answers 200)."""
+    name, _, value = cookie.partition("=")
+    status, _, _ = _request(url, "GET", path, cookies={name: value})
+    return status == 200
 
 
 def _load(path):

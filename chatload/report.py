@@ -18,6 +18,7 @@ def merge(tallies):
         for name in ("late", "gaps", "duplicates", "reordered", "foreign", "cpu"):
             setattr(total, name, getattr(total, name) + getattr(tally, name))
         total.max_lag = max(total.max_lag, tally.max_lag)
+        total.open_seconds = max(total.open_seconds, tally.open_seconds)
         for room, (stayed, seen, newest) in tally.rooms.items():
             mine = total.rooms.setdefault(room, [0, 0, 0])
             mine[0] += stayed
@@ -41,7 +42,7 @@ def steps_of(tally, rates, duration, pause, server_cpu=(), max_p99=None, min_del
     period = duration + pause
     latencies = [array("d") for _ in rates]
     for sent_at, latency in zip(tally.sent_at, tally.latency):
-        k = int(sent_at // period)
+        k = int((sent_at + 1e-5) // period)  # send times travel rounded to the microsecond
         if 0 <= k < len(rates):
             latencies[k].append(latency)
     results = []
@@ -80,7 +81,7 @@ def summary(tally, config, steps, server=None):
     result = {
         "config": config,
         "sockets": {"requested": config["users"], "opened": opened, "failed": dict(tally.failed),
-                    "open_time_ms": percentiles(tally.open_times)},
+                    "open_time_ms": percentiles(tally.open_times), "open_seconds": round(tally.open_seconds, 2)},
         "sent": sum(tally.sent.values()), "acked": sum(tally.acked.values()),
         "late_sends": tally.late, "max_send_lag_ms": round(tally.max_lag * 1000, 1),
         "deliveries": len(tally.latency), "latency_ms": percentiles(tally.latency, (50, 90, 99)),
@@ -99,7 +100,7 @@ def table(result):
     s, lat = result["sockets"], result["latency_ms"]
     lines = [
         f"sockets   opened {s['opened']} of {s['requested']}, failed {sum(s['failed'].values())} "
-        f"{s['failed'] or ''}; time to open p50 {s['open_time_ms']['p50']} ms, "
+        f"{s['failed'] or ''} in {s['open_seconds']} s; time to open p50 {s['open_time_ms']['p50']} ms, "
         f"p99 {s['open_time_ms']['p99']} ms, max {s['open_time_ms']['max']} ms",
         f"sent      {result['sent']} (acknowledged {result['acked']}, late {result['late_sends']}, "
         f"max lag {result['max_send_lag_ms']} ms)",

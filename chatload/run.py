@@ -82,6 +82,7 @@ class LoadProcess:
             user = VirtualUser(account, self.cookies.get(account), room, self.target, self.tally, self.epoch)
             pool.spawn(self._open, user, i, sends)
         pool.join()
+        self.tally.open_seconds = time.time() - began
         logger.info("process %d: %d sockets open, %d failed, in %.1f s", self.share.index,
                     len(self.users), sum(self.tally.failed.values()), time.time() - began)
 

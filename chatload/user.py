@@ -32,6 +32,7 @@ class Tally:
         self.gaps = self.duplicates = self.reordered = self.foreign = 0
         self.rooms = {}  # room -> [sockets that stayed, sum of (start seq + unique seqs), max seq]
         self.cpu = 0.0  # the load process's own CPU seconds
+        self.open_seconds = 0.0  # from the first connect to the last socket joined (or failed)
 
 
 class VirtualUser:
@@ -157,11 +158,13 @@ class VirtualUser:
             n = 0
             while True:
                 at = begins + (phase + n) * interval
-                if at >= ends or self.closed is not None:
+                if at >= ends or step >= limit[0] or self.closed is not None:
                     break
                 delay = at - time.time()
                 if delay > 0:
                     gevent.sleep(delay)
+                    if step >= limit[0] or self.closed is not None:  # changed while asleep
+                        break
                 elif -delay > LATE:
                     tally.late += 1
                     tally.max_lag = max(tally.max_lag, -delay)
