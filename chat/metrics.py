@@ -21,8 +21,8 @@ MESSAGES_DELIVERED = Counter(
     "chat_messages_delivered", "message events handed to a socket's send queue, one per recipient.")
 BROADCAST_LATENCY = Histogram(
     "chat_broadcast_latency_seconds",
-    "From Hub.publish (after the commit) to a worker's hub having handed the event to its "
-    "sockets' queues; once per event and worker with members in the room.",
+    "From Hub.publish (after the commit) to a worker's hub having handed a message to its "
+    "sockets' queues; once per message and worker with members in the room.",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 SEND_QUEUE_OVERFLOWS = Counter(
     "chat_send_queue_overflows", "Sockets closed with 1013 because their send queue overflowed.")
