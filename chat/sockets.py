@@ -71,9 +71,9 @@ class SocketSession:
         opened_at = self.clock()
         logger.info("socket opened conn=%s user=%s", self.conn_id, self.username)
         metrics.OPEN_SOCKETS.inc()
-        self.hub.sessions.add(self)
-        self._greenlets = [gevent.spawn(self._write_loop), gevent.spawn(self._keepalive_loop)]
-        try:
+        try:  # from here on the finally undoes what was done: the gauge above included
+            self.hub.sessions.add(self)
+            self._greenlets = [gevent.spawn(self._write_loop), gevent.spawn(self._keepalive_loop)]
             while True:
                 message = self.ws.receive()
                 if message is None:
