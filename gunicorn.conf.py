@@ -5,12 +5,15 @@ inside worker hooks: the master must stay free of it (never ``preload_app``).
 """
 import patches  # noqa: F401  (first: nothing may import socket or threading before gevent)
 
+import glob
 import logging
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 
 from project import embedded
 
@@ -39,9 +42,17 @@ MAX_BLOCKING_TIME = float(os.environ.get("CHAT_MAX_BLOCKING_TIME", "0.1"))
 BLOCKING_MONITOR = os.environ.get("CHAT_BLOCKING_MONITOR", "1") not in ("0", "false", "no")
 _embedded_server = None
 
+# Every worker writes its metrics to files here and /metrics adds them up (prometheus_client's
+# multiprocess mode). Set now, in the master, so that workers have it before they import
+# prometheus_client: its value class is chosen at import. A directory of our own by default.
+METRICS_DIR_PREFIX = "chat-metrics-"
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix=METRICS_DIR_PREFIX)
+METRICS_DIR = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+
 
 def on_starting(server):
-    """Raise the file limit, start the embedded database if needed, and migrate once."""
+    """Prepare the master: file limit, metrics directory, embedded database, migrations."""
     global _embedded_server
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = OPEN_FILES if hard == resource.RLIM_INFINITY else min(hard, max(soft, OPEN_FILES))
@@ -54,11 +65,27 @@ def on_starting(server):
         server.log.info("migrating the embedded database")
         subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
                        cwd=embedded.BASE_DIR, check=True)
+    _remove_metric_files()  # an earlier run's counts (and migrate's) would add to this run's
 
 
 def on_exit(server):
-    """Stop the embedded database (if this master started it)."""
+    """Stop the embedded database (if this master started it) and drop our metrics directory."""
     embedded.stop(_embedded_server)
+    if os.path.basename(METRICS_DIR).startswith(METRICS_DIR_PREFIX):
+        shutil.rmtree(METRICS_DIR, ignore_errors=True)
+
+
+def child_exit(server, worker):
+    """Drop the live gauges of a worker that exited (its counters stay in the sums)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid, METRICS_DIR)
+
+
+def _remove_metric_files():
+    os.makedirs(METRICS_DIR, exist_ok=True)
+    for path in glob.glob(os.path.join(METRICS_DIR, "*.db")):
+        os.remove(path)
 
 
 def post_worker_init(worker):

@@ -5,6 +5,8 @@ import sys
 from django.conf import settings
 from django.core.checks import Error, Tags, register
 
+from chat.scrape import parse_networks
+
 
 @register(Tags.compatibility)
 def check_gevent(app_configs, **kwargs):
@@ -70,4 +72,10 @@ def check_chat_settings(app_configs, **kwargs):
     if settings.CHAT_REF_MAX_CHARS > 64:
         errors.append(Error("CHAT_REF_MAX_CHARS must be at most 64: Message.ref holds 64 characters.",
                             id="chat.E007"))
+    _, malformed = parse_networks(settings.CHAT_METRICS_ALLOWED)
+    if malformed:
+        errors.append(Error(
+            f"CHAT_METRICS_ALLOWED has entries that are not addresses or networks: {malformed!r}.",
+            hint="Use comma-separated IP addresses or CIDR networks, e.g. 127.0.0.1/8,::1,10.0.0.0/8.",
+            id="chat.E008"))
     return errors

@@ -9,7 +9,7 @@ import time
 from django.conf import settings
 from django.db import connection
 
-from chat import protocol, rooms
+from chat import metrics, protocol, rooms
 from chat.db import db_work
 from chat.errors import BadRequest, NotJoined, RateLimited
 from chat.protocol import event
@@ -38,6 +38,7 @@ def join(session, frame):
     session.send(event("joined", frame.ref, room=slug, seq=seq, messages=messages,
                        more=snapshot.more, presence=presence))
     session.ready(slug, snapshot.room_id, seq)
+    metrics.JOINS.inc()
 
 
 def leave(session, frame):
@@ -49,6 +50,7 @@ def leave(session, frame):
 
 def send(session, frame):
     """Store a message (once per ref) and broadcast it; a resend gets the original back."""
+    metrics.MESSAGES_RECEIVED.inc()
     slug = _joined(session, frame)
     body = frame.body()
     if frame.ref is None:
@@ -100,6 +102,7 @@ def _joined(session, frame):
 
 def _take_token(session, frame):
     if not session.limiter.allow(session.user.pk):
+        metrics.RATE_LIMITED.inc()
         raise RateLimited(f"slow down: at most {settings.CHAT_RATE_LIMIT:g} messages a second",
                           frame.ref)
 

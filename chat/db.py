@@ -8,6 +8,7 @@ connections and takes it back after: a worker never holds more connections than 
 a unit of work does not pay for a new connection (about 4 ms here, a third of a send).
 """
 import logging
+import time
 from contextlib import contextmanager
 
 import gevent
@@ -16,6 +17,7 @@ from django.db import DEFAULT_DB_ALIAS, connections
 from gevent.queue import Empty, LifoQueue
 from gevent.threadpool import ThreadPool
 
+from chat import metrics
 from chat.errors import ServerBusy
 
 logger = logging.getLogger(__name__)
@@ -51,11 +53,14 @@ class ConnectionPool:
         if borrower in self.lent:
             yield self.lent[borrower]
             return
+        started = time.perf_counter()
         try:
             wrapper = self.idle.get(timeout=timeout)
         except Empty:
             logger.warning("no database connection free within %s s", timeout)
             raise ServerBusy("the database is busy; try again") from None
+        finally:
+            metrics.DB_WAIT.observe(time.perf_counter() - started)
         if wrapper is None:
             wrapper = connections.create_connection(self.alias)
             wrapper.inc_thread_sharing()

@@ -6,14 +6,21 @@ every recipient) and hands those bytes to each local member's queue. ``message``
 carry a seq: each room hands them on in seq order, holding early ones back and reading a
 missing seq from the database when it does not arrive within ``gap_wait`` seconds, so a
 slow or lossy broker costs latency, never a message.
+
+Each broker payload carries the wall-clock time of its ``publish``. For each ``message``
+event a hub observes ``chat_broadcast_latency_seconds`` once, when it has handed the event to
+its local sockets' queues (messages read from the database instead are not observed), and
+counts the messages queued, once per message with the number of recipients.
 """
 import json
 import logging
+import time
 import weakref
 from collections import Counter
 
 import gevent
 
+from chat import metrics
 from chat.protocol import encode
 from chat.wsmends import encode_frame
 
@@ -34,7 +41,7 @@ class Channel:
         self.present = set()  # sessions counted in presence
         self.presence = Counter()  # username -> sockets of that user in the room
         self.next_seq = None  # the seq to hand on next; None until a join reads the room
-        self.pending = {}  # seq -> frame, arrived early
+        self.pending = {}  # seq -> (frame, publish time), arrived early
         self.repairer = None
 
     def start_at(self, room_id, seq):
@@ -47,11 +54,11 @@ class Channel:
         self._flush()  # to the sessions attached, which hold it until their ``joined``
         return seq
 
-    def offer(self, seq, frame):
+    def offer(self, seq, frame, published=None):
         """Hand on ``frame`` of ``seq`` now, or once the seqs before it were handed on."""
         if self.next_seq is not None and seq < self.next_seq:
             return  # already handed on (a resend, or the database was faster)
-        self.pending[seq] = frame
+        self.pending[seq] = (frame, published)
         self._flush()
 
     def broadcast(self, frame, skip_user=None):
@@ -64,15 +71,23 @@ class Channel:
         if self.next_seq is None:
             return
         while self.next_seq in self.pending:
-            self._hand_on(self.next_seq, self.pending.pop(self.next_seq))
+            self._hand_on(self.next_seq, *self.pending.pop(self.next_seq))
         if self.pending and self.repairer is None:
             self.repairer = gevent.spawn(self._repair)
 
-    def _hand_on(self, seq, frame):
+    def _hand_on(self, seq, frame, published=None):
         self.next_seq = seq + 1
-        if frame is not None:  # None: a deleted message, whose seq is passed over
-            for session in list(self.sessions):
-                session.deliver(self.slug, seq, frame)
+        if frame is None:  # a deleted message, whose seq is passed over
+            return
+        queued = 0
+        for session in list(self.sessions):
+            if session.deliver(self.slug, seq, frame):
+                queued += 1
+        if queued:  # one update per message, not per recipient: this loop is the hot path
+            metrics.MESSAGES_DELIVERED.inc(queued)
+        if published is not None:
+            # Clocks of two hosts may disagree by a little: never a negative latency.
+            metrics.BROADCAST_LATENCY.observe(max(0.0, time.time() - published))
 
     def _repair(self):
         """While seqs are missing, wait for them, then read them from the database."""
@@ -82,7 +97,7 @@ class Channel:
                 if self.pending and self.next_seq not in self.pending:
                     self._read(self.next_seq, min(self.pending) - 1)
                 while self.next_seq in self.pending:
-                    self._hand_on(self.next_seq, self.pending.pop(self.next_seq))
+                    self._hand_on(self.next_seq, *self.pending.pop(self.next_seq))
         finally:
             self.repairer = None
 
@@ -194,7 +209,9 @@ class Hub:
     @staticmethod
     def payload(event, seq=None, skip_user=None):
         """Build a broker payload: a small JSON header line, then the event's JSON."""
-        header = json.dumps({"seq": seq, "skip": skip_user}, separators=(",", ":")).encode()
+        # "t": when it was published (wall clock: hubs may run on other hosts).
+        header = json.dumps({"seq": seq, "skip": skip_user, "t": time.time()},
+                            separators=(",", ":")).encode()
         return header + b"\n" + encode(event)
 
     def receive(self, slug, payload):
@@ -214,7 +231,7 @@ class Hub:
         elif header.get("by_ref"):  # too large for the broker: read it from the database
             channel.read_now(header["seq"])
         else:
-            channel.offer(header["seq"], frame)
+            channel.offer(header["seq"], frame, header.get("t"))
 
     def resync(self):
         """Catch every room up from the database (after the broker may have lost events)."""

@@ -9,6 +9,8 @@ import logging
 import gevent
 from gevent import events
 
+from chat import metrics
+
 logger = logging.getLogger(__name__)
 
 #: Prefix of every blocking report in the log; tests and operators grep for it.
@@ -27,7 +29,11 @@ def start(max_blocking_time):
 
 
 def _log_blocking_report(event):
+    # Runs in the monitor's native thread, where the counter's lock (gevent's) must not be
+    # taken: count on the blocked hub itself, once it runs again.
     if isinstance(event, events.EventLoopBlocked):
+        if event.hub is not None:
+            event.hub.loop.run_callback_threadsafe(metrics.HUB_BLOCKS.inc)
         logger.warning("%s for more than %s s:\n%s", REPORT_PREFIX, event.blocking_time,
                        "\n".join(event.info))
 

@@ -4,22 +4,35 @@ The reader greenlet (the view's own) parses and dispatches frames one at a time.
 sent to the client goes through a bounded queue drained by a writer greenlet, so a slow or
 dead client never delays the others: when its queue overflows it is closed with 1013 and
 comes back with ``since``. A keep-alive greenlet pings and drops peers that went silent.
+
+Each session has a connection id (``<pid>-<n>``, unique in the worker's log) carried by every
+line it logs; it logs one line when it opens and one when it closes, as key=value pairs.
 """
+import itertools
 import logging
+import os
 import socket
 import time
 
 import gevent
 from gevent.queue import Full, Queue
 
-from chat import commands, protocol
+from chat import commands, metrics, protocol
 from chat.errors import ChatError, UnknownType
 from chat.wsmends import MendedWebSocket, encode_frame
 
 logger = logging.getLogger(__name__)
 
 PING_FRAME = encode_frame(b"", MendedWebSocket.OPCODE_PING)
+#: The close code of a connection that ended without a close frame (RFC 6455, 7.1.5).
+ABNORMAL_CLOSURE = 1006
 
+_serial = itertools.count(1)
+
+
+def connection_id():
+    """Return a new short id, unique among this worker's connections: ``<pid>-<n>``."""
+    return f"{os.getpid()}-{next(_serial)}"
 
 
 class Membership:
@@ -51,23 +64,36 @@ class SocketSession:
         self.outbox = Queue(maxsize=queue_size)
         self.closing = False
         self._greenlets = []
+        self.conn_id = connection_id()
 
     def run(self):
         """Read and dispatch frames until the peer leaves or the session is closed."""
-        self.hub.sessions.add(self)
-        self._greenlets = [gevent.spawn(self._write_loop), gevent.spawn(self._keepalive_loop)]
-        try:
+        opened_at = self.clock()
+        logger.info("socket opened conn=%s user=%s", self.conn_id, self.username)
+        metrics.OPEN_SOCKETS.inc()
+        try:  # from here on the finally undoes what was done: the gauge above included
+            self.hub.sessions.add(self)
+            self._greenlets = [gevent.spawn(self._write_loop), gevent.spawn(self._keepalive_loop)]
             while True:
                 message = self.ws.receive()
                 if message is None:
                     break
                 self.handle(message)
+        except Exception:
+            # Logged here, once: Django's handler would render a debug page on the hub.
+            logger.exception("socket failed conn=%s user=%s", self.conn_id, self.username)
+            self.ws.close(1011, "server error")  # before _linger() shuts our side down
         finally:
+            rooms = len(self.rooms)
             self.hub.sessions.discard(self)
+            metrics.OPEN_SOCKETS.dec()
             for slug in list(self.rooms):
                 self.unsubscribe(slug)
             gevent.killall(self._greenlets, block=False)
             self._linger()
+            logger.info("socket closed conn=%s user=%s rooms=%d duration=%.1fs code=%s",
+                        self.conn_id, self.username, rooms, self.clock() - opened_at,
+                        self.ws.close_code or ABNORMAL_CLOSURE)
 
     def handle(self, message):
         """Dispatch one client message; turn failures into ``error`` events."""
@@ -85,7 +111,7 @@ class SocketSession:
                 error.ref = frame.ref
             self.send(protocol.error_event(error))
         except Exception:
-            logger.exception("frame from %s failed", self.username)
+            logger.exception("frame failed conn=%s user=%s", self.conn_id, self.username)
             self.send(protocol.error_event(ChatError("the server failed to handle this frame",
                                                      ref=frame.ref if frame else None)))
 
@@ -108,41 +134,49 @@ class SocketSession:
             self.hub.detach(self, slug)
 
     def deliver(self, slug, seq, frame):
-        """Take a room's event from the hub: each seq once, in order, after ``joined``."""
+        """Take a room's event from the hub: each seq once, in order, after ``joined``.
+
+        Tell whether it was queued (or held back until ``joined``) for this client.
+        """
         membership = self.rooms.get(slug)
         if membership is None:
-            return
+            return False
         if membership.buffer is not None:
             membership.buffer.append((seq, frame))
             if len(membership.buffer) > self.outbox.maxsize:
                 self.close(1013, "too slow: reconnect and resume with since")
-            return
+                return False
+            return True
         if seq is not None:
             if seq <= membership.last_seq:
-                return
+                return False
             membership.last_seq = seq
-        self.send_frame(frame)
+        return self.send_frame(frame)
 
     def send(self, event):
         """Queue one event for this client."""
         self.send_frame(encode_frame(protocol.encode(event)))
 
     def send_frame(self, frame):
-        """Queue prebuilt frame bytes (the same bytes may go to many sessions)."""
+        """Queue prebuilt frame bytes (the same bytes may go to many sessions); tell if queued."""
         if self.closing:
-            return
+            return False
         try:
             self.outbox.put_nowait(frame)
         except Full:
-            logger.warning("send queue of %s overflowed (%s events): closing with 1013",
-                           self.username, self.outbox.maxsize)
+            logger.warning("send queue overflowed conn=%s user=%s events=%s: closing with 1013",
+                           self.conn_id, self.username, self.outbox.maxsize)
             self.close(1013, "too slow: reconnect and resume with since")
+            return False
+        return True
 
     def close(self, code, reason=""):
         """Close with ``code`` after the frame being written; drop what is still queued."""
         if self.closing:
             return
         self.closing = True
+        if code == 1013:
+            metrics.SEND_QUEUE_OVERFLOWS.inc()
         while not self.outbox.empty():
             self.outbox.get_nowait()
         self.outbox.put_nowait((code, reason))  # fits: the queue was just emptied
@@ -155,7 +189,8 @@ class SocketSession:
             if isinstance(item, tuple):
                 code, reason = item
                 self.ws.close(code, reason)
-                logger.info("closed socket of %s with %s (%s)", self.username, code, reason)
+                logger.info("sent close conn=%s user=%s code=%s reason=%r",
+                            self.conn_id, self.username, code, reason)
                 return
             try:
                 self.ws.send_raw(item)
@@ -186,7 +221,8 @@ class SocketSession:
             gevent.sleep(min(self.ping_interval, self.idle_timeout / 2))
             silent_for = self.clock() - self.ws.last_received
             if silent_for > self.idle_timeout:
-                logger.info("%s silent for %.0f s: closing", self.username, silent_for)
+                logger.info("socket silent conn=%s user=%s for=%.0fs: closing",
+                            self.conn_id, self.username, silent_for)
                 self.close(1001, "idle timeout")
                 return
             self.send_frame(PING_FRAME)

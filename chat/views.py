@@ -103,19 +103,12 @@ def websocket(request):
         if not authenticated:
             ws.close(4401, "authentication required")
             return HttpResponse()
-        logger.info("socket opened by %s", user.get_username())
         session = SocketSession(ws, user, hub=runtime.hub(), limiter=runtime.limiter(),
                                 queue_size=settings.CHAT_SEND_QUEUE_SIZE,
                                 ping_interval=settings.CHAT_PING_INTERVAL,
                                 idle_timeout=settings.CHAT_IDLE_TIMEOUT,
                                 close_timeout=settings.CHAT_CLOSE_TIMEOUT)
-        try:
-            session.run()
-        except Exception:
-            # Logged here, once: Django's handler would render a debug page on the hub.
-            logger.exception("socket of %s failed", user.get_username())
-            ws.close(1011, "server error")
-        logger.info("socket of %s closed (%s)", user.get_username(), ws.close_code)
+        session.run()  # logs its opening, its errors and its close
     finally:
         connections.close_all()
     return HttpResponse()

@@ -145,8 +145,9 @@ SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
 CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
-# Load balancers probe these over plain HTTP (chat/health.py).
-SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+# Load balancers probe these, and Prometheus scrapes /metrics, over plain HTTP (chat/health.py,
+# chat/scrape.py).
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 SECURE_HSTS_SECONDS = env_number("SECURE_HSTS_SECONDS", 0 if DEBUG else 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
 SECURE_HSTS_PRELOAD = not DEBUG
@@ -213,5 +214,9 @@ REDIS_URL = os.environ.get("REDIS_URL", "")
 # Native threads for offload() (password hashing): enough to use the cores, few enough to
 # leave the hub its share of the CPU.
 CHAT_OFFLOAD_THREADS = env_number("CHAT_OFFLOAD_THREADS", 2)
+# Who may read /metrics (chat/scrape.py): clients whose address is in these networks, and
+# any client sending "Authorization: Bearer <CHAT_METRICS_TOKEN>" when the token is set.
+CHAT_METRICS_ALLOWED = env_list("CHAT_METRICS_ALLOWED", ["127.0.0.1/8", "::1"])
+CHAT_METRICS_TOKEN = os.environ.get("CHAT_METRICS_TOKEN", "")
 # Test-only frames (_sleep, _spin) that prove the hub never blocks; never enable in production.
 CHAT_TEST_HOOKS = env_bool("CHAT_TEST_HOOKS", False)

@@ -2,7 +2,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from chat import health, views
+from chat import health, scrape, views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -15,4 +15,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("metrics", scrape.metrics, name="metrics"),
 ]

@@ -1,4 +1,4 @@
-"""System checks name the gevent traps (chat.E001 to chat.E006)."""
+"""System checks name the gevent traps and malformed settings (chat.E001 to chat.E008)."""
 import sys
 
 import pytest
@@ -53,3 +53,11 @@ def test_non_positive_numbers_are_reported(settings, name):
 def test_refs_longer_than_the_column_are_reported(settings):
     settings.CHAT_REF_MAX_CHARS = 65
     assert ids(checks.check_chat_settings(None)) == ["chat.E007"]
+
+
+def test_malformed_metrics_networks_are_reported(settings):
+    settings.CHAT_METRICS_ALLOWED = ["127.0.0.1/8", "10.0.0.0/33", "localhost"]
+    errors = checks.check_chat_settings(None)
+    assert ids(errors) == ["chat.E008"]
+    assert errors[0].msg == ("CHAT_METRICS_ALLOWED has entries that are not addresses or networks: "
+                             "['10.0.0.0/33', 'localhost'].")
