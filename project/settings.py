@@ -171,6 +171,8 @@ LOGGING = {
 # Extra origins allowed to open /ws/ besides the page's own host (PROTOCOL.md, Connection).
 CHAT_ALLOWED_ORIGINS = env_list("CHAT_ALLOWED_ORIGINS")
 CHAT_WS_PATH = "/ws/"
+# Seconds a client gets to send its request line and headers (slowloris; chat/worker.py).
+CHAT_HANDSHAKE_TIMEOUT = env_number("CHAT_HANDSHAKE_TIMEOUT", 10.0, float)
 CHAT_MAX_MESSAGE_BYTES = env_number("CHAT_MAX_MESSAGE_BYTES", 65536)
 CHAT_PING_INTERVAL = env_number("CHAT_PING_INTERVAL", 25.0, float)
 CHAT_IDLE_TIMEOUT = env_number("CHAT_IDLE_TIMEOUT", 60.0, float)
