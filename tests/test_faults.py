@@ -7,16 +7,21 @@ import itertools
 import json
 import os
 import resource
+import shutil
 import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import gevent
 import psycopg2
+import pytest
 
-from tests.live import BASE_DIR, collect_messages, connect, free_port, receive_type, send
+from tests.live import (BASE_DIR, Gunicorn, collect_messages, connect, free_port, join, receive,
+                        receive_type, send)
 
 START_REFUSAL_TIMEOUT = 30  # seconds gunicorn may take to give up on an absent database
 
@@ -224,3 +229,163 @@ def test_sockets_dropped_without_a_close_frame_leave_nothing_behind(
     # Socket work borrows from the worker's pool: never more than CHAT_DB_CONCURRENCY (5 here).
     assert after["database"] <= 5, (before, after)
     assert opened_in < 50, f"opening {DROPPED} sockets took {opened_in:.0f} s"
+
+
+# --- PostgreSQL stopped and started under a running server ------------------------------------
+
+MAKE_SESSIONS = """
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
+from django.contrib.sessions.backends.db import SessionStore
+for name in ("alice", "bob", "carol"):
+    user = get_user_model().objects.create_user(name)
+    store = SessionStore()
+    store[SESSION_KEY] = str(user.pk)
+    store[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+    store[HASH_SESSION_KEY] = user.get_session_auth_hash()
+    store.create()
+    print(store.session_key)
+"""
+RECOVERY_TIMEOUT = 30  # seconds the server gets to serve sends again once PostgreSQL is back
+OUTAGE = 7  # seconds PostgreSQL stays down: the listener's retries reach their longest delay
+
+
+class OwnPostgres:
+    """A PostgreSQL of this test's own (pgserver's binaries), to stop and start at will."""
+
+    def __init__(self, pgdata):
+        import pgserver
+
+        from project import embedded
+
+        self.server = pgserver.get_server(pgdata, cleanup_mode=None)
+        embedded._create_database(self.server, "chat")
+        self.pgdata, self.url = pgdata, self.server.get_uri("chat")
+        self.socket_dir = self.server.get_postmaster_info().socket_dir
+
+    def manage(self, *args):
+        result = subprocess.run([sys.executable, "manage.py", *args], cwd=BASE_DIR, timeout=120,
+                                env={**os.environ, "DATABASE_URL": self.url},
+                                capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+
+    def pg_ctl(self, *args):
+        from pgserver._commands import pg_ctl
+
+        pg_ctl(["-w", *args], pgdata=self.pgdata, user=self.server.system_user, timeout=60)
+
+    def stop(self):
+        self.pg_ctl("-m", "fast", "stop")  # disconnects every client at once
+
+    def start(self):
+        # As pgserver starts it: no TCP, the same Unix-socket directory, so the same URL.
+        self.pg_ctl("-o", '-h ""', "-o", f"-k {self.socket_dir}", "-l", str(self.pgdata / "log"),
+                    "start")
+
+    def query(self, sql, params=()):
+        with psycopg2.connect(self.url) as conn, conn.cursor() as cursor:
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
+        conn.close()
+        return rows
+
+
+@pytest.fixture
+def own_postgres():
+    """Not in tmp_path: every pytest run that starts chmods /tmp/pytest-of-<user> to 0700,
+    and PostgreSQL (run as the user pgserver when we are root) could not restart in it."""
+    top = Path(tempfile.mkdtemp(prefix="chat-faults-"))
+    pg = OwnPostgres(top / "pgdata")
+    yield pg
+    try:
+        pg.stop()
+    except subprocess.CalledProcessError:
+        pass  # already stopped by a failed test
+    shutil.rmtree(top, ignore_errors=True)
+
+
+def on_worker(server, key, pid, attempts=20):
+    """Connect until the socket lands on worker ``pid`` (so that the broker must carry events)."""
+    for _ in range(attempts):
+        ws = connect(server, key)
+        send(ws, type="_worker", ref="w")
+        if receive_type(ws, "_worker")["pid"] == pid:
+            return ws
+        ws.close()
+    pytest.fail(f"no socket landed on worker {pid} in {attempts} attempts")
+
+
+def send_until_acknowledged(ws, room, prefix, timeout):
+    """Send new refs every half second until one is acknowledged; return (acked, errors)."""
+    deadline, errors = time.monotonic() + timeout, []
+    for n in itertools.count():
+        assert time.monotonic() < deadline, f"no send acknowledged in {timeout} s: {errors[-3:]}"
+        send(ws, type="send", room=room, body=f"{prefix} {n}", ref=f"{prefix}-{n}")
+        event = receive(ws, timeout=max(1, deadline - time.monotonic()))
+        while event["type"] not in ("message", "error"):
+            event = receive(ws, timeout=max(1, deadline - time.monotonic()))
+        if event["type"] == "message":
+            return event, errors
+        errors.append(event)
+        time.sleep(0.5)
+
+
+def test_postgres_stopped_mid_conversation_errors_then_recovers_by_itself_losing_nothing(
+        own_postgres, gunicorn_logs, measurements):
+    own_postgres.manage("migrate", "--noinput", "-v", "0")
+    alice, bob, carol = own_postgres.manage("shell", "--no-imports", "-c", MAKE_SESSIONS).split()
+    server = Gunicorn(own_postgres.url, gunicorn_logs, WEB_CONCURRENCY=2, CHAT_BROKER="postgres",
+                      CHAT_DB_WAIT_TIMEOUT=5).start()
+    try:
+        workers = sorted(server.worker_pids())
+        a, b = on_worker(server, alice, workers[0]), on_worker(server, bob, workers[1])
+        join(a, "lobby")
+        join(b, "lobby")
+        acknowledged = []
+        for n in range(3):
+            send(a, type="send", room="lobby", body=f"before {n}", ref=f"before-{n}")
+            acknowledged.append(collect_messages(a, 1)[0])
+        collect_messages(b, 3)
+
+        own_postgres.stop()
+        stopped = time.monotonic()
+        for n in range(3):
+            send(a, type="send", room="lobby", body=f"during {n}", ref=f"during-{n}")
+            error = receive_type(a, "error", timeout=15)
+            assert error["code"] == "server_error" and error["ref"] == f"during-{n}", error
+        send(a, type="ping", ref="alive")
+        assert receive_type(a, "pong") == {"type": "pong", "ref": "alive"}
+        assert sorted(server.worker_pids()) == workers, "a worker died with the database"
+        time.sleep(max(0, stopped + OUTAGE - time.monotonic()))
+
+        own_postgres.start()
+        restarted = time.monotonic()
+        message, errors = send_until_acknowledged(a, "lobby", "after", RECOVERY_TIMEOUT)
+        recovered_in = time.monotonic() - restarted
+        acknowledged.append(message)
+        # The other socket hears of it live: its worker's LISTEN connection came back too.
+        [heard] = [m for m in collect_messages(b, 1, timeout=RECOVERY_TIMEOUT, errors=[])
+                   if m["ref"] == message["ref"]]
+        heard_in = time.monotonic() - restarted
+        for n in range(3):
+            send(a, type="send", room="lobby", body=f"later {n}", ref=f"later-{n}")
+            acknowledged.append(collect_messages(a, 1)[0])
+        assert sorted(server.worker_pids()) == workers, "a worker died with the database"
+
+        refs = [m["ref"] for m in acknowledged]
+        stored = dict(own_postgres.query(
+            "SELECT ref, body FROM chat_message WHERE ref = ANY(%s)", [refs]))
+        assert sorted(stored) == sorted(refs), "an acknowledged message is not in the database"
+        c = connect(server, carol)
+        since = {m["ref"] for m in join(c, "lobby", since=0)["messages"]}
+        assert set(refs) <= since, f"missing from join since: {set(refs) - since}"
+        # Each worker's listener lost its connection and listens again.
+        assert server.log().count("listening on chat_events") == 4, server.log()
+        measurements["postgres outage: down for, s"] = round(restarted - stopped, 1)
+        measurements["postgres outage: first send acknowledged after restart, s"] = round(recovered_in, 1)
+        measurements["postgres outage: the other socket heard it after, s"] = round(heard_in, 1)
+        measurements["postgres outage: sends refused while recovering"] = len(errors)
+        for ws in (a, b, c):
+            ws.close()
+    finally:
+        server.stop()
