@@ -215,5 +215,10 @@ REDIS_URL = os.environ.get("REDIS_URL", "")
 # Native threads for offload() (password hashing): enough to use the cores, few enough to
 # leave the hub its share of the CPU.
 CHAT_OFFLOAD_THREADS = env_number("CHAT_OFFLOAD_THREADS", 2)
+# Log-in throttling (chat/throttle.py): failed attempts in a sliding window, per username and
+# per client address, shared by every worker through the database.
+CHAT_LOGIN_WINDOW = env_number("CHAT_LOGIN_WINDOW", 300.0, float)
+CHAT_LOGIN_MAX_FAILURES = env_number("CHAT_LOGIN_MAX_FAILURES", 5)
+CHAT_LOGIN_MAX_FAILURES_PER_ADDRESS = env_number("CHAT_LOGIN_MAX_FAILURES_PER_ADDRESS", 50)
 # Test-only frames (_sleep, _spin) that prove the hub never blocks; never enable in production.
 CHAT_TEST_HOOKS = env_bool("CHAT_TEST_HOOKS", False)
