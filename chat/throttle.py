@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 
 def client_address(request):
-    """Return the address failures are counted against (set your proxy to pass the real one)."""
+    """Return the address failures are counted against: the TCP peer (a proxy's, behind one)."""
     return request.META.get("REMOTE_ADDR") or "unknown"
 
 
