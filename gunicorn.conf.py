@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 
-from project import embedded
+from project import embedded, startup
 
 bind = [os.environ.get("CHAT_BIND", "127.0.0.1:8000")]
 # One worker per core (the broker and presence make them one chat), at most 4 by default:
@@ -40,6 +40,8 @@ proc_name = "chat"
 OPEN_FILES = 10_000 + 1_024
 MAX_BLOCKING_TIME = float(os.environ.get("CHAT_MAX_BLOCKING_TIME", "0.1"))
 BLOCKING_MONITOR = os.environ.get("CHAT_BLOCKING_MONITOR", "1") not in ("0", "false", "no")
+# Seconds the master waits for the database before refusing to start (project/startup.py).
+DB_START_TIMEOUT = float(os.environ.get("CHAT_DB_START_TIMEOUT", "10"))
 _embedded_server = None
 
 # Every worker writes its metrics to files here and /metrics adds them up (prometheus_client's
@@ -52,7 +54,11 @@ METRICS_DIR = os.environ["PROMETHEUS_MULTIPROC_DIR"]
 
 
 def on_starting(server):
-    """Prepare the master: file limit, metrics directory, embedded database, migrations."""
+    """Prepare the master: file limit, embedded database, migrations, metrics directory.
+
+    Refuses to start (exit status 1, with what to fix) when the database does not answer
+    within ``CHAT_DB_START_TIMEOUT`` seconds: gunicorn prints a RuntimeError and exits.
+    """
     global _embedded_server
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = OPEN_FILES if hard == resource.RLIM_INFINITY else min(hard, max(soft, OPEN_FILES))
@@ -61,6 +67,7 @@ def on_starting(server):
     if wanted < OPEN_FILES:
         server.log.warning("open files limited to %s: fewer than 10,000 sockets per worker", wanted)
     _embedded_server = embedded.ensure_database_url()
+    startup.wait_for_database(os.environ["DATABASE_URL"], DB_START_TIMEOUT)
     if _embedded_server is not None:
         server.log.info("migrating the embedded database")
         subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],

@@ -65,7 +65,7 @@ def check_chat_settings(app_configs, **kwargs):
     """Check that the CHAT_ numbers are positive."""
     names = ["CHAT_MAX_MESSAGE_BYTES", "CHAT_PING_INTERVAL", "CHAT_IDLE_TIMEOUT",
              "CHAT_SEND_QUEUE_SIZE", "CHAT_DB_CONCURRENCY", "CHAT_DB_WAIT_TIMEOUT",
-             "CHAT_OFFLOAD_THREADS"]
+             "CHAT_OFFLOAD_THREADS", "CHAT_HANDSHAKE_TIMEOUT"]
     errors = [Error(f"{name} must be a positive number, not {getattr(settings, name)!r}.",
                     id="chat.E006")
               for name in names if not getattr(settings, name) > 0]

@@ -3,8 +3,11 @@
 Each command takes the socket session and the parsed frame and replies through
 ``session.send``. Failures are raised as ``ChatError``; the session turns them into events.
 """
+import gc
 import os
 import time
+
+import greenlet
 
 from django.conf import settings
 from django.db import connection
@@ -130,6 +133,17 @@ def test_worker(session, frame):
     session.send(event("_worker", frame.ref, pid=os.getpid()))
 
 
+def test_census(session, frame):
+    """Test hook: count this worker's live greenlets and open sockets (leak tests).
+
+    Collects garbage and walks every object, so it stalls the hub for a moment on purpose.
+    """
+    gc.collect()
+    alive = sum(1 for o in gc.get_objects() if isinstance(o, greenlet.greenlet) and not o.dead)
+    session.send(event("_census", frame.ref, pid=os.getpid(), greenlets=alive,
+                       sessions=len(session.hub.sessions)))
+
+
 def _seconds(frame):
     seconds = frame.fields.get("seconds")
     if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not 0 <= seconds <= 10:
@@ -139,7 +153,8 @@ def _seconds(frame):
 
 COMMANDS = {"join": join, "leave": leave, "send": send, "typing": typing, "history": history,
             "ping": ping, "whoami": whoami}
-TEST_COMMANDS = {"_sleep": test_sleep, "_spin": test_spin, "_worker": test_worker}
+TEST_COMMANDS = {"_sleep": test_sleep, "_spin": test_spin, "_worker": test_worker,
+                 "_census": test_census}
 
 
 def registry():

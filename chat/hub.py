@@ -107,19 +107,27 @@ class Channel:
             gevent.spawn(self._read_and_flush, upto)
 
     def _read_and_flush(self, upto):
-        self._read(self.next_seq, upto)
+        # Retried until it succeeds: after a broker reconnect this read is the only way to
+        # what was published meanwhile, and its first try may meet a pooled connection that
+        # the database outage broke (test_faults: the other worker's sockets missed a message).
+        delay = self.hub.gap_wait
+        while not self._read(self.next_seq, upto) and self.sessions:
+            gevent.sleep(delay)
+            delay = min(delay * 2, 5)
         self._flush()
 
     def _read(self, first, upto):
+        """Hand on seqs ``first``..``upto`` from the database; return False if the read failed."""
         logger.info("room %s: reading seqs %s-%s from the database", self.slug, first, upto or "")
         try:
             found = self.hub.fetch(self.room_id, self.slug, first - 1, upto)
         except Exception:
             logger.exception("room %s: reading seqs %s-%s failed; will retry", self.slug, first, upto)
-            return
+            return False
         for seq, event in found:
             if seq >= self.next_seq:
                 self._hand_on(seq, None if event is None else encode_frame(encode(event)))
+        return True
 
 
 class Hub:

@@ -139,3 +139,15 @@ class Presence(models.Model):
         constraints = [models.UniqueConstraint(fields=["room", "username", "worker"],
                                                name="chat_presence_room_username_worker")]
         indexes = [models.Index(fields=["worker"]), models.Index(fields=["seen"])]
+
+
+class LoginFailure(models.Model):
+    """A failed log-in: counted per username and per client address (chat/throttle.py)."""
+
+    username = models.CharField(max_length=150)  # as typed, case-folded
+    address = models.CharField(max_length=45)  # REMOTE_ADDR
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["username", "at"]), models.Index(fields=["address", "at"]),
+                   models.Index(fields=["at"])]

@@ -5,12 +5,13 @@ from django.conf import settings
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import UserCreationForm
+from django.contrib.auth.views import LoginView
 from django.db import connections, transaction
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
-from chat import runtime
+from chat import runtime, throttle
 from chat.db import db_work
 from chat.forms import RoomForm
 from chat.models import Message, Presence, Room
@@ -25,6 +26,30 @@ ROOM_PAGE_MESSAGES = 50
 def home(request):
     """Show the signed-in user's start page with the rooms they may join."""
     return render(request, "chat/home.html", {"rooms": rooms_with_presence(request.user)})
+
+
+class ThrottledLoginView(LoginView):
+    """Django's log-in, refused with 429 after too many failures (chat/throttle.py)."""
+
+    def post(self, request, *args, **kwargs):
+        username = request.POST.get("username", "")
+        if throttle.is_throttled(username, throttle.client_address(request)):
+            minutes = max(1, round(settings.CHAT_LOGIN_WINDOW / 60))
+            form = self.get_form_class()(request, initial={"username": username})
+            context = self.get_context_data(form=form, throttled=(
+                f"Too many failed log-in attempts. Wait {minutes} minute{'s' * (minutes > 1)} "
+                "and try again."))
+            return self.render_to_response(context, status=429)
+        return super().post(request, *args, **kwargs)
+
+    def form_invalid(self, form):
+        throttle.record_failure(self.request.POST.get("username", ""),
+                                throttle.client_address(self.request))
+        return super().form_invalid(form)
+
+    def form_valid(self, form):
+        throttle.forget(form.get_user().get_username())
+        return super().form_valid(form)
 
 
 def signup(request):

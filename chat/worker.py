@@ -3,12 +3,14 @@
 gevent-websocket upgrades *before* the WSGI application runs, on any path that carries
 upgrade headers: the 101 has been sent by the time Django sees ``wsgi.websocket``. So
 the handler itself decides, before upgrading, that only ``CHAT_WS_PATH`` upgrades and that a
-foreign ``Origin`` gets HTTP 403 (PROTOCOL.md, Connection).
+foreign ``Origin`` gets HTTP 403 (PROTOCOL.md, Connection). It also bounds the time a
+client may take to send its request line and headers (slowloris).
 """
 import logging
 import socket
 from urllib.parse import urlsplit
 
+import gevent
 from django.conf import settings
 from gevent.pywsgi import WSGIHandler
 from geventwebsocket.handler import WebSocketHandler
@@ -40,6 +42,36 @@ def origin_allowed(origin, host, allowed_origins):
 
 class ChatHandler(WebSocketHandler, PyWSGIHandler):
     """Upgrade only ``CHAT_WS_PATH`` from allowed origins; log upgrades in the access log."""
+
+    _head_timer = None
+
+    def handle_one_request(self):
+        """Serve one request; drop a client whose request head takes too long.
+
+        A slowloris client trickles header bytes and never ends them: gevent's handler
+        would wait forever, holding a greenlet and a file descriptor (CVE-2007-6750). The
+        request line and headers must arrive within ``CHAT_HANDSHAKE_TIMEOUT`` seconds,
+        counted from the first read (an idle keep-alive connection is closed after it
+        too); the clock stops once they are parsed, before the application runs.
+        """
+        self._head_timer = gevent.Timeout(settings.CHAT_HANDSHAKE_TIMEOUT)
+        self._head_timer.start()
+        try:
+            return super().handle_one_request()
+        except gevent.Timeout as timeout:
+            if timeout is not self._head_timer:
+                raise
+            logger.info("dropped %s: no complete request head within %s s",
+                        self.client_address, settings.CHAT_HANDSHAKE_TIMEOUT)
+            return None  # closes the connection, like nginx's client_header_timeout
+        finally:
+            self._head_timer.close()
+
+    def read_request(self, raw_requestline):
+        try:
+            return super().read_request(raw_requestline)
+        finally:
+            self._head_timer.cancel()  # the head is read: the application may take its time
 
     def run_application(self):
         if not self._asks_for_upgrade() or self.environ.get("PATH_INFO") != settings.CHAT_WS_PATH:

@@ -172,6 +172,8 @@ LOGGING = {
 # Extra origins allowed to open /ws/ besides the page's own host (PROTOCOL.md, Connection).
 CHAT_ALLOWED_ORIGINS = env_list("CHAT_ALLOWED_ORIGINS")
 CHAT_WS_PATH = "/ws/"
+# Seconds a client gets to send its request line and headers (slowloris; chat/worker.py).
+CHAT_HANDSHAKE_TIMEOUT = env_number("CHAT_HANDSHAKE_TIMEOUT", 10.0, float)
 CHAT_MAX_MESSAGE_BYTES = env_number("CHAT_MAX_MESSAGE_BYTES", 65536)
 CHAT_PING_INTERVAL = env_number("CHAT_PING_INTERVAL", 25.0, float)
 CHAT_IDLE_TIMEOUT = env_number("CHAT_IDLE_TIMEOUT", 60.0, float)
@@ -218,5 +220,10 @@ CHAT_OFFLOAD_THREADS = env_number("CHAT_OFFLOAD_THREADS", 2)
 # any client sending "Authorization: Bearer <CHAT_METRICS_TOKEN>" when the token is set.
 CHAT_METRICS_ALLOWED = env_list("CHAT_METRICS_ALLOWED", ["127.0.0.1/8", "::1"])
 CHAT_METRICS_TOKEN = os.environ.get("CHAT_METRICS_TOKEN", "")
+# Log-in throttling (chat/throttle.py): failed attempts in a sliding window, per username and
+# per client address, shared by every worker through the database.
+CHAT_LOGIN_WINDOW = env_number("CHAT_LOGIN_WINDOW", 300.0, float)
+CHAT_LOGIN_MAX_FAILURES = env_number("CHAT_LOGIN_MAX_FAILURES", 5)
+CHAT_LOGIN_MAX_FAILURES_PER_ADDRESS = env_number("CHAT_LOGIN_MAX_FAILURES_PER_ADDRESS", 50)
 # Test-only frames (_sleep, _spin) that prove the hub never blocks; never enable in production.
 CHAT_TEST_HOOKS = env_bool("CHAT_TEST_HOOKS", False)

@@ -11,6 +11,7 @@ urlpatterns = [
     path("rooms/<slug:slug>/", views.room_detail, name="room_detail"),
     path("ws/", views.websocket, name="websocket"),
     path("accounts/signup/", views.signup, name="signup"),
+    path("accounts/login/", views.ThrottledLoginView.as_view(), name="login"),  # before auth.urls
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
     path("healthz", health.healthz, name="healthz"),
