@@ -58,6 +58,10 @@ def arguments(argv=None):
     p.add_argument("--json", help="write the result as JSON here")
     p.add_argument("--plot", help="write a PNG of throughput and latency over time here")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--tally", help="save the raw figures here (JSON), to --merge with other machines'")
+    p.add_argument("--merge", nargs="+", metavar="TALLY",
+                   help="only report: merge tallies saved with --tally by runs on several machines")
+    p.add_argument("--epoch-at", type=float, help="start sending at this Unix time (runs on several machines)")
     for hidden in ("--child", "--epoch", "--cookies-file", "--result"):
         p.add_argument(hidden, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -198,12 +202,15 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     if args.child is not None:
         return child(args)
+    if args.merge:
+        tally = report.merge([report.load_tally(path) for path in args.merge])
+        return finish(args, tally, {}, None)
     names = [f"{args.prefix}{n}" for n in range(1, args.accounts + 1)]
     cookies = {} if args.no_login else login.login_all(args.url, names, args.password, args.sessions)
     stats = {}
     if args.server_pid:
         stats["rss_before_kib"], stats["cpu_before"] = server.sample(args.server_pid)
-    epoch = time.time() + args.ramp + (3 if args.procs > 1 else 1)
+    epoch = args.epoch_at or time.time() + args.ramp + (3 if args.procs > 1 else 1)
     sampler = gevent.spawn(sample_server, args, epoch, stats) if args.server_pid else None
     if args.procs == 1:
         progress = Progress(None, lambda line: args.quiet or logger.info(
@@ -256,6 +263,8 @@ def finish(args, tally, stats, sampler):
     steps = report.steps_of(tally, args.rates, args.duration, args.pause, stats.get("step_cpu", ()),
                             args.max_p99, args.min_delivery)
     result = report.summary(tally, config, steps, server_stats)
+    if args.tally:
+        report.dump_tally(tally, args.tally)
     print(report.table(result))
     if args.json:
         report.save_json(result, args.json)

@@ -27,6 +27,34 @@ def merge(tallies):
     return total
 
 
+ARRAYS = ("open_times", "sent_at", "latency")
+COUNTERS = ("failed", "closes", "errors", "sent", "acked")
+
+
+def dump_tally(tally, path):
+    """Save a tally as JSON (raw figures, not percentiles), for ``--merge`` on another machine."""
+    data = {name: getattr(tally, name).tolist() for name in ARRAYS}
+    data.update({name: {str(k): v for k, v in getattr(tally, name).items()} for name in COUNTERS})
+    data.update({name: getattr(tally, name) for name in ("late", "max_lag", "gaps", "duplicates", "reordered",
+                                                         "foreign", "cpu", "open_seconds", "rooms")})
+    with open(path, "w") as f:
+        json.dump(data, f)
+
+
+def load_tally(path):
+    """Read a tally saved by ``dump_tally``."""
+    with open(path) as f:
+        data = json.load(f)
+    tally = Tally()
+    for name in ARRAYS:
+        getattr(tally, name).extend(data[name])
+    for name in COUNTERS:
+        getattr(tally, name).update(data[name])
+    for name in ("late", "max_lag", "gaps", "duplicates", "reordered", "foreign", "cpu", "open_seconds", "rooms"):
+        setattr(tally, name, data[name])
+    return tally
+
+
 def percentiles(values, points=(50, 90, 99)):
     """Return {"p50": ms, ..., "max": ms} of ``values`` in seconds (empty: Nones)."""
     ordered = sorted(values)

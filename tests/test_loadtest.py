@@ -74,6 +74,19 @@ def test_loadtest_procs_merge_their_results(load_server, tmp_path):
     assert result["deliveries"] == 10 * 12 and result["lost"] == 0 and result["duplicates"] == 0
 
 
+def test_loadtest_merges_tallies_saved_on_several_machines(load_server, tmp_path):
+    done, result = run_loadtest(load_server, tmp_path, "--users", "6", "--senders", "2", "--accounts", "2",
+                                "--rate", "10", "--duration", "1", "--ramp", "0", "--tally", str(tmp_path / "t.json"))
+    assert done.returncode == 0, done.stderr
+    merged = subprocess.run([*LOADTEST, "--merge", str(tmp_path / "t.json"), str(tmp_path / "t.json"),
+                             "--rate", "10", "--duration", "1", "--users", "12", "--json", str(tmp_path / "m.json")],
+                            capture_output=True, text=True, timeout=60)
+    assert merged.returncode == 0, merged.stderr
+    both = json.loads((tmp_path / "m.json").read_text())
+    assert both["deliveries"] == 2 * result["deliveries"] == 2 * 60
+    assert both["sockets"]["opened"] == 12 and both["lost"] == 0 and both["steps"][0]["delivery_ratio"] == 1
+
+
 def test_loadtest_wrong_password_says_what_to_do(load_server, tmp_path):
     done, _ = run_loadtest(load_server, tmp_path, "--users", "2", "--senders", "1", "--password", "nope")
     assert done.returncode != 0
