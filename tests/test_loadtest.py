@@ -74,17 +74,26 @@ def test_loadtest_procs_merge_their_results(load_server, tmp_path):
     assert result["deliveries"] == 10 * 12 and result["lost"] == 0 and result["duplicates"] == 0
 
 
-def test_loadtest_merges_tallies_saved_on_several_machines(load_server, tmp_path):
-    done, result = run_loadtest(load_server, tmp_path, "--users", "6", "--senders", "2", "--accounts", "2",
-                                "--rate", "10", "--duration", "1", "--ramp", "0", "--tally", str(tmp_path / "t.json"))
-    assert done.returncode == 0, done.stderr
-    merged = subprocess.run([*LOADTEST, "--merge", str(tmp_path / "t.json"), str(tmp_path / "t.json"),
-                             "--rate", "10", "--duration", "1", "--users", "12", "--json", str(tmp_path / "m.json")],
-                            capture_output=True, text=True, timeout=60)
+def test_loadtest_merges_tallies_of_machines_started_together(load_server, tmp_path):
+    import time
+
+    at = str(time.time() + 4)
+    machines = [subprocess.Popen([*LOADTEST, "--url", load_server.url, "--prefix", "lt", "--users", "6",
+                                  "--senders", "2", "--accounts", "2", "--rate", "10", "--duration", "1",
+                                  "--ramp", "0", "--epoch-at", at, "--sessions", str(tmp_path / "sessions.json"),
+                                  "--tally", str(tmp_path / f"m{n}.json")],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=BASE_DIR)
+                for n in (1, 2)]
+    for machine in machines:
+        assert machine.wait(timeout=60) == 0, machine.stderr.read()
+    merged = subprocess.run([*LOADTEST, "--merge", str(tmp_path / "m1.json"), str(tmp_path / "m2.json"),
+                             "--rate", "10", "--duration", "1", "--users", "12", "--json", str(tmp_path / "all.json")],
+                            capture_output=True, text=True, timeout=60, cwd=BASE_DIR)
     assert merged.returncode == 0, merged.stderr
-    both = json.loads((tmp_path / "m.json").read_text())
-    assert both["deliveries"] == 2 * result["deliveries"] == 2 * 60
-    assert both["sockets"]["opened"] == 12 and both["lost"] == 0 and both["steps"][0]["delivery_ratio"] == 1
+    result = json.loads((tmp_path / "all.json").read_text())
+    # Both machines' 12 sockets are in room lt-1 and each machine sent 10: 20 x 12 deliveries.
+    assert result["sent"] == 20 and result["deliveries"] == 240 and result["sockets"]["opened"] == 12
+    assert result["lost"] == 0 and result["duplicates"] == 0 and result["steps"][0]["delivery_ratio"] == 1
 
 
 def test_loadtest_wrong_password_says_what_to_do(load_server, tmp_path):
