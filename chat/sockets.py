@@ -24,6 +24,8 @@ from chat.wsmends import MendedWebSocket, encode_frame
 logger = logging.getLogger(__name__)
 
 PING_FRAME = encode_frame(b"", MendedWebSocket.OPCODE_PING)
+#: Frames joined into one write when a socket's queue has a backlog.
+WRITE_BATCH = 64
 #: The close code of a connection that ended without a close frame (RFC 6455, 7.1.5).
 ABNORMAL_CLOSURE = 1006
 
@@ -184,8 +186,11 @@ class SocketSession:
         self._greenlets.append(gevent.spawn_later(self.close_timeout, self.ws.shutdown))
 
     def _write_loop(self):
+        outbox = self.outbox
         while True:
-            item = self.outbox.get()
+            item = outbox.get()
+            if outbox.qsize() and not isinstance(item, tuple):
+                item = self._coalesce(item)
             if isinstance(item, tuple):
                 code, reason = item
                 self.ws.close(code, reason)
@@ -197,6 +202,16 @@ class SocketSession:
             except OSError:
                 self.ws.shutdown()
                 return
+
+    def _coalesce(self, frame, most=WRITE_BATCH):
+        """Join ``frame`` with the frames queued behind it: one write for a burst, not one each.
+
+        Stops before a close (a tuple), which the loop then handles on its own.
+        """
+        outbox, frames = self.outbox, [frame]
+        while outbox.qsize() and len(frames) < most and not isinstance(outbox.peek_nowait(), tuple):
+            frames.append(outbox.get_nowait())
+        return b"".join(frames)
 
     def _linger(self):
         """End TCP politely: FIN after our close frame, then drain the peer until it closes.
