@@ -204,13 +204,23 @@ class Hub:
                 logger.exception("presence upkeep failed; trying again in %s s", interval)
 
     def publish(self, slug, event, seq=None, skip_user=None):
-        """Send ``event`` to the room's members in every worker."""
+        """Send ``event`` to the room's members in every worker.
+
+        A message (an event with a seq, already committed) reaches this worker's sockets at
+        once, not after a round trip through the broker: the sender hears its own message
+        sooner, and the broker's echo is dropped by the room's seq cursor.
+        """
         payload = self.payload(event, seq, skip_user)
+        if seq is not None:
+            self.receive(slug, payload)
         try:
             self.broker.publish(slug, payload)
         except Exception:
             # What was committed is not lost: other workers read it from the database when
-            # their broker is back or the next seq shows the gap. This worker's sockets get it now.
+            # their broker is back or the next seq shows the gap.
+            if seq is not None:
+                logger.exception("publishing to %s failed (seq %s); other workers will catch up", slug, seq)
+                return
             logger.exception("publishing to %s failed; delivering in this worker only", slug)
             self.receive(slug, payload)
 
