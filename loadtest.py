@@ -22,6 +22,7 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 
 import gevent  # noqa: E402
+from gevent.event import Event  # noqa: E402
 
 from chatload import login, report, server  # noqa: E402
 from chatload.run import LoadProcess, Share, Target, plan  # noqa: E402
@@ -62,6 +63,8 @@ def arguments(argv=None):
     p.add_argument("--merge", nargs="+", metavar="TALLY",
                    help="only report: merge tallies saved with --tally by runs on several machines")
     p.add_argument("--epoch-at", type=float, help="start sending at this Unix time (runs on several machines)")
+    p.add_argument("--send-after-open", action="store_true",
+                   help="start sending only once every socket has joined, however long that takes")
     for hidden in ("--child", "--epoch", "--cookies-file", "--result"):
         p.add_argument(hidden, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -71,6 +74,8 @@ def arguments(argv=None):
         p.error("--senders must not exceed --users or --accounts: each sender has its own account")
     if args.users < 1 or args.rooms < 1 or args.procs < 1:
         p.error("--users, --rooms and --procs must be at least 1")
+    if args.send_after_open and args.procs > 1:
+        p.error("--send-after-open works with one process (--procs 1) only")
     return args
 
 
@@ -86,15 +91,28 @@ def target(args):
     return result
 
 
-def run_process(args, cookies, epoch, index, limit, progress=None):
+class Start:
+    """When the first send is due; ``fixed`` is set once that can no longer move."""
+
+    def __init__(self, epoch):
+        self.epoch, self.fixed = epoch, Event()
+
+
+def run_process(args, cookies, start, index, limit, progress=None):
     """Run one process's share of the load and return its tally."""
-    steps = plan(epoch, args.rates, args.duration, args.pause, args.senders)
-    process = LoadProcess(target(args), share(args, index), cookies, epoch, args)
+    process = LoadProcess(target(args), share(args, index), cookies, start.epoch, args)
     if progress:
         progress.process = process
     process.open_all()
-    if time.time() > epoch:
+    if args.send_after_open:
+        start.epoch = max(start.epoch, time.time() + 1)
+        process.epoch = start.epoch
+        for user in process.users:
+            user.epoch = start.epoch
+    elif time.time() > start.epoch:
         logger.warning("process %d: sockets opened after the first send was due: raise --ramp", index)
+    start.fixed.set()
+    steps = plan(start.epoch, args.rates, args.duration, args.pause, args.senders)
     process.send_all(steps, limit)
     process.drain(args.drain)
     tally = process.stop()
@@ -109,7 +127,7 @@ def child(args):
         cookies = json.load(f)
     progress = Progress(None, lambda line: print(json.dumps(line), flush=True))
     ticker = gevent.spawn(progress.loop)
-    tally = run_process(args, cookies, float(args.epoch), int(args.child), [len(args.rates)], progress)
+    tally = run_process(args, cookies, Start(float(args.epoch)), int(args.child), [len(args.rates)], progress)
     ticker.kill()
     with open(args.result, "wb") as f:
         pickle.dump(tally, f)
@@ -173,10 +191,12 @@ def follow(children, quiet):
             raise SystemExit(f"a load process failed with exit code {child.returncode}")
 
 
-def sample_server(args, epoch, stats):
+def sample_server(args, start, stats):
     """Sample the server at the first send and at each step's end (after its pause)."""
     pid = args.server_pid
     period = args.duration + args.pause
+    start.fixed.wait()
+    epoch = start.epoch
     gevent.sleep(max(0, epoch - 0.2 - time.time()))
     rss_open, cpu = server.sample(pid)
     stats.update(rss_open_kib=rss_open, cpu_start=cpu)
@@ -210,21 +230,23 @@ def main(argv=None):
     stats = {}
     if args.server_pid:
         stats["rss_before_kib"], stats["cpu_before"] = server.sample(args.server_pid)
-    epoch = args.epoch_at or time.time() + args.ramp + (3 if args.procs > 1 else 1)
-    sampler = gevent.spawn(sample_server, args, epoch, stats) if args.server_pid else None
+    start = Start(args.epoch_at or time.time() + args.ramp + (3 if args.procs > 1 else 1))
+    if args.procs > 1:
+        start.fixed.set()
+    sampler = gevent.spawn(sample_server, args, start, stats) if args.server_pid else None
     if args.procs == 1:
         progress = Progress(None, lambda line: args.quiet or logger.info(
             "open %(open)d failed %(failed)d | sent %(sent)d/s delivered %(delivered)d/s "
             "p50 %(p50)s p99 %(p99)s ms", line))
         ticker = gevent.spawn(progress.loop)
         limit = [len(args.rates)]
-        judge = gevent.spawn(stop_at_failure, args, epoch, progress, limit)
-        tally = run_process(args, cookies, epoch, 0, limit, progress)
+        judge = gevent.spawn(stop_at_failure, args, start, progress, limit)
+        tally = run_process(args, cookies, start, 0, limit, progress)
         ticker.kill()
         judge.kill()
     else:
         with tempfile.TemporaryDirectory() as workdir:
-            follow(spawn_children(args, cookies, epoch, workdir), args.quiet)
+            follow(spawn_children(args, cookies, start.epoch, workdir), args.quiet)
             tallies = []
             for index in range(args.procs):
                 with open(os.path.join(workdir, f"{index}.pickle"), "rb") as f:
@@ -233,9 +255,11 @@ def main(argv=None):
     finish(args, tally, stats, sampler)
 
 
-def stop_at_failure(args, epoch, progress, limit):
+def stop_at_failure(args, start, progress, limit):
     """Stop the steps after the first that fails (one process only: it sees every delivery)."""
     period = args.duration + args.pause
+    start.fixed.wait()
+    epoch = start.epoch
     for k in range(len(args.rates)):
         # Judge near the end of the pause, before the next step's first send.
         gevent.sleep(max(0, epoch + k * period + args.duration + 0.9 * args.pause - time.time()))

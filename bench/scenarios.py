@@ -31,7 +31,7 @@ def s1(database, names, sizes):
             try:
                 result = server.loadtest(f"s1-{name}-{size}", "--users", str(size), "--senders", "1",
                                          "--accounts", "50", "--rate", "1", "--duration", "1", "--pause", "3",
-                                         "--ramp", str(size / 1000), "--connect-concurrency", "200",
+                                         "--ramp", "0", "--send-after-open", "--connect-concurrency", "200",
                                          "--drain", "30", "--open-timeout", "120")
             finally:
                 blocks = server.hub_blocks()
@@ -53,7 +53,7 @@ def s2(database, names, runs):
             server = Server(name, database, accounts=20)
             pg_before = database.cpu()
             try:
-                result = server.loadtest(f"s2-{name}-run{run}", "--users", "100", "--senders", "10",
+                result = server.loadtest(f"s2-{name}-run{run}", "--users", "100", "--senders", "10", "--accounts", "20",
                                          "--rate", S2_RATES, "--duration", "10", "--pause", "2", "--ramp", "2",
                                          "--max-p99", "250", "--min-delivery", "0.95", "--drain", "10")
             finally:
