@@ -265,7 +265,8 @@ def stop_at_failure(args, start, progress, limit):
         gevent.sleep(max(0, epoch + k * period + args.duration + 0.9 * args.pause - time.time()))
         process = progress.process
         step = report.steps_of(process.tally, args.rates, args.duration, args.pause,
-                               max_p99=args.max_p99, min_delivery=args.min_delivery)[k]
+                               max_p99=args.max_p99, min_delivery=args.min_delivery,
+                               members=process.members())[k]
         if step["passed"] is False:
             logger.info("step %d (%g/s) failed: no further steps", k + 1, args.rates[k])
             limit[0] = k + 1

@@ -64,9 +64,13 @@ def percentiles(values, points=(50, 90, 99)):
     return {name: round(value * 1000, 2) for name, value in {**pick, "max": ordered[-1]}.items()}
 
 
-def steps_of(tally, rates, duration, pause, server_cpu=(), max_p99=None, min_delivery=None):
-    """Return one dict per step: offered rate, sends, deliveries, latency, verdict."""
-    members = {room: stayed for room, (stayed, _, _) in tally.rooms.items()}
+def steps_of(tally, rates, duration, pause, server_cpu=(), max_p99=None, min_delivery=None, members=None):
+    """Return one dict per step: offered rate, sends, deliveries, latency, verdict.
+
+    ``members``: sockets per room (default: those that stayed to the end, known after the run).
+    """
+    if members is None:
+        members = {room: stayed for room, (stayed, _, _) in tally.rooms.items()}
     period = duration + pause
     latencies = [array("d") for _ in rates]
     for sent_at, latency in zip(tally.sent_at, tally.latency):

@@ -120,6 +120,14 @@ class LoadProcess:
                 return
             gevent.sleep(0.05)
 
+    def members(self):
+        """Return {room: sockets open in it now}."""
+        counts = {}
+        for user in self.users:
+            if user.closed is None:
+                counts[user.room] = counts.get(user.room, 0) + 1
+        return counts
+
     def stop(self):
         for user in self.users:
             user.stop()

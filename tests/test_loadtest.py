@@ -66,6 +66,15 @@ def test_loadtest_steps_stop_after_the_first_failing_step(load_server, tmp_path)
     assert "step 1 (10/s) failed: no further steps" in done.stderr
 
 
+def test_loadtest_steps_go_on_while_they_pass(load_server, tmp_path):
+    done, result = run_loadtest(load_server, tmp_path, "--users", "6", "--senders", "2", "--accounts", "2",
+                                "--rate", "10,20", "--duration", "1", "--pause", "0.5", "--ramp", "0",
+                                "--max-p99", "5000", "--min-delivery", "0.95")
+    assert done.returncode == 0, done.stderr
+    assert [(step["sent"], step["delivered"], step["passed"]) for step in result["steps"]] == [
+        (10, 60, True), (20, 120, True)]
+
+
 def test_loadtest_procs_merge_their_results(load_server, tmp_path):
     done, result = run_loadtest(load_server, tmp_path, "--users", "12", "--senders", "2", "--accounts", "4",
                                 "--rate", "10", "--duration", "1", "--ramp", "0", "--procs", "2")
