@@ -35,5 +35,6 @@ def sample(pid):
                 rss += int(f.read().split()[1]) * PAGE_KIB
         except (OSError, IndexError):
             continue
-        cpu += (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+        # utime + stime, and cutime + cstime: children that exited (PostgreSQL backends) count too
+        cpu += sum(int(field) for field in fields[11:15]) / TICKS
     return rss, cpu
