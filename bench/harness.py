@@ -63,16 +63,16 @@ class Database:
 class Server:
     """One server under test: ``ours`` (this project's gunicorn) or a peer from bench/peers."""
 
-    def __init__(self, name, database, accounts=100, env=None):
+    def __init__(self, name, database, accounts=100, env=None, rooms=1):
         self.name, self.port = name, PORTS[name]
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = RESULTS / f"{name}-server.log"
         RESULTS.mkdir(parents=True, exist_ok=True)
         self.database_url = database.fresh(f"bench_{name}")
-        self.proc = self._start_ours(accounts, env or {}) if name == "ours" else peers.start(
+        self.proc = self._start_ours(accounts, rooms, env or {}) if name == "ours" else peers.start(
             name, self.port, cpu=int(SERVER_CPU), database_url=self.database_url, log_path=self.log_path)
 
-    def _start_ours(self, accounts, env):
+    def _start_ours(self, accounts, rooms, env):
         environ = {**os.environ, "DATABASE_URL": self.database_url, "WEB_CONCURRENCY": "1",
                    # The load test's few senders send far above a person's rate limit.
                    "CHAT_RATE_LIMIT": "100000", "CHAT_RATE_BURST": "100000",
@@ -81,7 +81,7 @@ class Server:
                    "DJANGO_DEBUG": "0", "SECRET_KEY": os.urandom(32).hex(), "SECURE_SSL_REDIRECT": "0", **env}
         manage = [PYTHON, str(ROOT / "manage.py")]
         subprocess.run([*manage, "migrate", "-v", "0"], env=environ, check=True, cwd=ROOT)
-        subprocess.run([*manage, "create_load_users", "--count", str(accounts), "--rooms", "1"],
+        subprocess.run([*manage, "create_load_users", "--count", str(accounts), "--rooms", str(rooms)],
                        env=environ, check=True, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         with open(self.log_path, "w") as log:
             proc = subprocess.Popen([*taskset(SERVER_CPU), str(ROOT / ".venv" / "bin" / "gunicorn"), "-c",

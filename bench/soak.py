@@ -1,6 +1,8 @@
 """Soak: moderate load for a long while, sampling the worker's memory, fds, greenlets and DB connections.
 
-    .venv/bin/python bench/soak.py [--minutes 10] [--users 1000] [--senders 20] [--rate 100]
+    .venv/bin/python bench/soak.py [--minutes 10] [--users 1000] [--rooms 10] [--senders 20] [--rate 50]
+
+Moderate load by default: 100 sockets a room, 50 messages/s in all, 5,000 deliveries/s.
 
 The server runs as in the other scenarios (one worker on CPU 0 with its PostgreSQL, the load
 on CPU 1), with the test hooks on so that a probe socket can ask for a greenlet census (it
@@ -75,19 +77,21 @@ def main():
     parser.add_argument("--minutes", type=float, default=10)
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--senders", type=int, default=20)
-    parser.add_argument("--rate", type=float, default=100)
+    parser.add_argument("--rooms", type=int, default=10)
+    parser.add_argument("--rate", type=float, default=50, help="messages/s over all rooms")
     parser.add_argument("--every", type=float, default=20, help="seconds between samples")
     parser.add_argument("--warmup", type=float, default=2, help="minutes of warm-up before judging")
     args = parser.parse_args()
     os.sched_setaffinity(0, {int(LOAD_CPU)})
     database = Database()
-    server = Server("ours", database, accounts=50,
+    server = Server("ours", database, accounts=50, rooms=args.rooms,
                     env={"CHAT_TEST_HOOKS": "1", "CHAT_MAX_BLOCKING_TIME": "0.5"})
     out = RESULTS / "soak-load.json"
     try:
         load = subprocess.Popen([*taskset(LOAD_CPU), PYTHON, str(ROOT / "loadtest.py"), "--url", server.url,
-                                 "--users", str(args.users), "--senders", str(args.senders), "--rate", str(args.rate),
-                                 "--duration", str(args.minutes * 60), "--ramp", "10", "--sessions", "",
+                                 "--users", str(args.users), "--rooms", str(args.rooms), "--senders", str(args.senders),
+                                 "--rate", str(args.rate),
+                                 "--duration", str(args.minutes * 60), "--ramp", "20", "--sessions", "",
                                  "--quiet", "--json", str(out)], cwd=ROOT, stdout=sys.stderr)
         time.sleep(15)  # signed in and ramped up
         samples = sample_loop(server, database, load, args.every)

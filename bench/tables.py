@@ -1,0 +1,86 @@
+"""Print the Markdown tables of docs/benchmarks.md from bench/results/*.json.
+
+    .venv/bin/python bench/tables.py
+"""
+import json
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+NAMES = {"ours": "this project", "channels": "Channels (uvicorn)", "flask": "Flask-SocketIO", "bare": "bare gevent-websocket"}
+
+
+def load(name):
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def s1(record):
+    print("| server | sockets | opened | time to open all (s) | KiB/socket | one message to all (ms) | lost | hub blocks |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for row in record["rows"]:
+        print(f"| {NAMES[row['server']]} | {row['sockets']:,} | {row['opened']:,} | {row['open_s']} | "
+              f"{row['kib_per_socket']} | {row['reach_all_ms']} | {row['lost']} | {_dash(row['hub_blocks'])} |")
+
+
+def s2(record):
+    print("| server | run | highest step passed (msg/s) | µs server CPU / delivery at 200 | at 400 | "
+          "p99 at 200 (ms) | at 400 | PostgreSQL CPU (s) | lost (passed steps) | lost (all) |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for row in record["rows"]:
+        steps = {step["rate"]: step for step in row["steps"] if step["sent"]}
+        passed_lost = sum(step["expected"] - step["delivered"] for step in steps.values() if step["passed"])
+        print(f"| {NAMES[row['server']]} | {row['run']} | {_dash(row['highest_passed'])} | "
+              f"{_cell(steps, 200, 'cpu_us_per_delivery')} | {_cell(steps, 400, 'cpu_us_per_delivery')} | "
+              f"{_cell(steps, 200, 'p99')} | {_cell(steps, 400, 'p99')} | {row['postgres_cpu_s']} | "
+              f"{passed_lost} | {row['lost']} |")
+    print()
+    print("| server | run | step (msg/s) | delivered | share | deliveries/s | p50 | p90 | p99 | max (ms) | µs CPU/delivery | verdict |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    for row in record["rows"]:
+        for step in row["steps"]:
+            if step["sent"]:
+                print(f"| {NAMES[row['server']]} | {row['run']} | {step['rate']:g} | {step['delivered']:,} | "
+                      f"{step['delivery_ratio']} | {step['deliveries_per_s']:,} | {step['p50']} | {step['p90']} | "
+                      f"{step['p99']} | {step['max']} | {_dash(step.get('cpu_us_per_delivery'))} | "
+                      f"{'pass' if step['passed'] else 'FAIL'} |")
+
+
+def s3(record):
+    print("| server | round trips | p50 (ms) | p90 | p99 | max |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for row in record["rows"]:
+        print(f"| {NAMES[row['server']]} | {row['count']} | {row['p50']} | {row['p90']} | {row['p99']} | {row['max']} |")
+
+
+def soak(record):
+    print("| minute | worker RSS (KiB) | fds | greenlets | sessions | DB connections |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    for sample in record["samples"]:
+        if sample["t"] % 60 < record["args"]["every"]:
+            print(f"| {sample['t'] / 60:.1f} | {sample['rss_kib']:,} | {sample['fds']} | {sample['greenlets']} | "
+                  f"{sample['sessions']} | {sample['db_connections']} |")
+    print(f"\nmemory growth after warm-up: {record['rss_growth_after_warmup']:.1%}; hub blocks: {record['hub_blocks']}")
+
+
+def _cell(steps, rate, key):
+    return _dash(steps[rate].get(key)) if rate in steps else "-"
+
+
+def _dash(value):
+    return "-" if value is None else value
+
+
+def main():
+    for name, render in (("s1", s1), ("s2", s2), ("s3", s3), ("soak", soak)):
+        record = load(name)
+        if record is None:
+            print(f"({name}: no results yet)\n", file=sys.stderr)
+            continue
+        print(f"### {name}: `{record.get('command', '')}`, {record['date'][:16]} UTC\n")
+        render(record)
+        print()
+
+
+if __name__ == "__main__":
+    main()
