@@ -72,6 +72,17 @@ def sample_loop(server, database, load, every):
     return samples
 
 
+def memory_growth(samples, warmup_minutes):
+    """Growth of RSS from the end of warm-up to the last sample taken with every socket open.
+
+    A final sample taken as the load closed its sockets shows what was released, not growth.
+    """
+    full = max(sample["sessions"] for sample in samples)
+    loaded = [s for s in samples if s["sessions"] == full]
+    warm = [s for s in loaded if s["t"] >= warmup_minutes * 60] or loaded
+    return (warm[-1]["rss_kib"] - warm[0]["rss_kib"]) / warm[0]["rss_kib"]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, default=10)
@@ -99,8 +110,7 @@ def main():
     finally:
         blocks = server.hub_blocks()
         server.stop()
-    warm = [s for s in samples if s["t"] >= args.warmup * 60] or samples
-    growth = (samples[-1]["rss_kib"] - warm[0]["rss_kib"]) / warm[0]["rss_kib"]
+    growth = memory_growth(samples, args.warmup)
     record = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(), "command": " ".join(sys.argv),
               "machine": versions(), "args": vars(args), "samples": samples, "hub_blocks": blocks,
               "rss_growth_after_warmup": round(growth, 4), "load": json.loads(out.read_text())}

@@ -56,11 +56,16 @@ def s3(record):
 def soak(record):
     print("| minute | worker RSS (KiB) | fds | greenlets | sessions | DB connections |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: |")
-    for sample in record["samples"]:
-        if sample["t"] % 60 < record["args"]["every"]:
+    for n, sample in enumerate(record["samples"]):
+        if sample["t"] % 60 < record["args"]["every"] or n == len(record["samples"]) - 1:
             print(f"| {sample['t'] / 60:.1f} | {sample['rss_kib']:,} | {sample['fds']} | {sample['greenlets']} | "
                   f"{sample['sessions']} | {sample['db_connections']} |")
-    print(f"\nmemory growth after warm-up: {record['rss_growth_after_warmup']:.1%}; hub blocks: {record['hub_blocks']}")
+    load = record["load"]
+    print(f"\n{load['sockets']['opened']:,} sockets, {load['sent']:,} messages sent, {load['deliveries']:,} "
+          f"deliveries; latency p50 {load['latency_ms']['p50']} / p99 {load['latency_ms']['p99']} ms; lost "
+          f"{load['lost']}, duplicates {load['duplicates']}, errors {load['errors'] or 0}, closes "
+          f"{load['closes'] or 0}. Memory growth from the end of warm-up to the last sample with every "
+          f"socket open: {record['rss_growth_after_warmup']:.2%}; hub blocks reported: {record['hub_blocks']}.")
 
 
 def _cell(steps, rate, key):
