@@ -3,7 +3,7 @@
 The reader greenlet (the view's own) parses and dispatches frames one at a time. Everything
 sent to the client goes through a bounded queue drained by a writer greenlet, so a slow or
 dead client never delays the others: when its queue overflows it is closed with 1013 and
-comes back with ``since``. A keep-alive greenlet pings and drops peers that went silent.
+comes back with ``since``. A keep-alive timer pings and drops peers that went silent.
 
 Each session has a connection id (``<pid>-<n>``, unique in the worker's log) carried by every
 line it logs; it logs one line when it opens and one when it closes, as key=value pairs.
@@ -66,6 +66,7 @@ class SocketSession:
         self.outbox = Queue(maxsize=queue_size)
         self.closing = False
         self._greenlets = []
+        self._keepalive = None
         self.conn_id = connection_id()
 
     def run(self):
@@ -75,7 +76,8 @@ class SocketSession:
         metrics.OPEN_SOCKETS.inc()
         try:  # from here on the finally undoes what was done: the gauge above included
             self.hub.sessions.add(self)
-            self._greenlets = [gevent.spawn(self._write_loop), gevent.spawn(self._keepalive_loop)]
+            self._greenlets = [gevent.spawn(self._write_loop)]
+            self._keepalive = self._start_keepalive()
             while True:
                 message = self.ws.receive()
                 if message is None:
@@ -92,6 +94,8 @@ class SocketSession:
             for slug in list(self.rooms):
                 self.unsubscribe(slug)
             gevent.killall(self._greenlets, block=False)
+            if self._keepalive is not None:
+                self._keepalive.close()  # its callback holds this session
             self._linger()
             logger.info("socket closed conn=%s user=%s rooms=%d duration=%.1fs code=%s",
                         self.conn_id, self.username, rooms, self.clock() - opened_at,
@@ -231,16 +235,27 @@ class SocketSession:
         except OSError:
             pass
 
-    def _keepalive_loop(self):
-        while True:
-            gevent.sleep(min(self.ping_interval, self.idle_timeout / 2))
-            silent_for = self.clock() - self.ws.last_received
-            if silent_for > self.idle_timeout:
-                logger.info("socket silent conn=%s user=%s for=%.0fs: closing",
-                            self.conn_id, self.username, silent_for)
-                self.close(1001, "idle timeout")
-                return
-            self.send_frame(PING_FRAME)
+    def _start_keepalive(self):
+        """Ping the peer and drop it once silent, from a timer on the hub.
+
+        A timer, not a greenlet: each parked greenlet holds about 8 KiB (its own stack copy and
+        Python frame stack), and this runs for every idle socket. The callback never blocks.
+        """
+        every = min(self.ping_interval, self.idle_timeout / 2)
+        timer = gevent.get_hub().loop.timer(every, every)
+        timer.start(self._keepalive_tick)
+        return timer
+
+    def _keepalive_tick(self):
+        if self.closing:
+            return
+        silent_for = self.clock() - self.ws.last_received
+        if silent_for > self.idle_timeout:
+            logger.info("socket silent conn=%s user=%s for=%.0fs: closing",
+                        self.conn_id, self.username, silent_for)
+            self.close(1001, "idle timeout")
+            return
+        self.send_frame(PING_FRAME)
 
 
 def close_all(code, reason):
