@@ -64,14 +64,19 @@ class ConnectionPool:
         if wrapper is None:
             wrapper = connections.create_connection(self.alias)
             wrapper.inc_thread_sharing()
-        own = connections[self.alias]  # the greenlet's own wrapper, put back after
+        # The greenlet's own wrapper, put back after. Read without creating one: every greenlet
+        # is a "thread" to Django, and a wrapper made for each socket would cost 3 KiB each.
+        own = getattr(connections._connections, self.alias, None)
         connections[self.alias] = wrapper
         self.lent[borrower] = wrapper
         try:
             yield wrapper
         finally:
             del self.lent[borrower]
-            connections[self.alias] = own
+            if own is None:
+                del connections[self.alias]
+            else:
+                connections[self.alias] = own
             self._tidy(wrapper)
             self.idle.put(wrapper)
 
