@@ -235,9 +235,10 @@ def test_fifty_sockets_sending_at_once_wait_for_the_pools_few_redis_connections(
         with own_redis.client() as client:
             client.execute_command("DEBUG", "SLEEP", seconds)
 
-    # Redis pauses for a second, so that every publish is in flight at once: 50 messages and
-    # 200 typing events. Each needs a connection; all but the pool's few wait for one.
-    pause = gevent.spawn(pause_redis, 1)
+    # Redis pauses for two seconds, so that every publish is in flight at once: 50 messages and
+    # 200 typing events. Each needs a connection; all but the pool's few wait for one. (One
+    # second was too short on a busy machine: the sends reached the pool one by one.)
+    pause = gevent.spawn(pause_redis, 2)
     gevent.sleep(0.1)
     for n, ws in enumerate(clients):
         send(ws, type="send", room=room, body=f"from {n}", ref=f"m{n}")
