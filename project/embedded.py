@@ -37,7 +37,7 @@ def ensure_database_url(database=DATABASE_NAME):
     path = data_dir()
     path.parent.mkdir(parents=True, exist_ok=True)
     server = pgserver.get_server(path)
-    _create_database(server, database)
+    create_database(server, database)
     os.environ["DATABASE_URL"] = server.get_uri(database)
     logger.info("embedded PostgreSQL ready in %s (database %s)", path, database)
     return server
@@ -49,7 +49,8 @@ def stop(server):
         server.cleanup()
 
 
-def _create_database(server, database):
+def create_database(server, database):
+    """Create ``database`` on ``server`` (a pgserver) unless it exists."""
     import psycopg2
 
     connection = psycopg2.connect(server.get_uri("postgres"))

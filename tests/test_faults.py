@@ -258,7 +258,7 @@ class OwnPostgres:
         from project import embedded
 
         self.server = pgserver.get_server(pgdata, cleanup_mode=None)
-        embedded._create_database(self.server, "chat")
+        embedded.create_database(self.server, "chat")
         self.pgdata, self.url = pgdata, self.server.get_uri("chat")
         self.socket_dir = self.server.get_postmaster_info().socket_dir
 

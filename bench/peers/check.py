@@ -85,18 +85,10 @@ def database_url():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import pgserver
-    import psycopg2
+    from project.embedded import create_database
 
     server = pgserver.get_server(peers.ROOT / "var" / "peers-pgdata")
-    connection = psycopg2.connect(server.get_uri("postgres"))
-    try:
-        connection.autocommit = True
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE])
-            if cursor.fetchone() is None:
-                cursor.execute(f'CREATE DATABASE "{DATABASE}"')
-    finally:
-        connection.close()
+    create_database(server, DATABASE)
     return server.get_uri(DATABASE), server
 
 
