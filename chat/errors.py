@@ -38,3 +38,7 @@ class RateLimited(ChatError):
 
 class ServerBusy(ChatError):
     code = "server_error"
+
+
+class EventTooLarge(ValueError):
+    """An event over ``CHAT_EVENT_MAX_BYTES``: refused where it is published, never cut short."""

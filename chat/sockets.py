@@ -17,7 +17,7 @@ import time
 import gevent
 from gevent.queue import Full, Queue
 
-from chat import commands, metrics, protocol
+from chat import handlers, metrics, protocol
 from chat.errors import ChatError, UnknownType
 from chat.wsmends import MendedWebSocket, encode_frame
 
@@ -108,7 +108,7 @@ class SocketSession:
             if not isinstance(message, str):
                 raise protocol.BadRequest("binary messages are not accepted; send JSON text")
             frame = protocol.parse(message)
-            command = commands.registry().get(frame.type)
+            command = handlers.registry().get(frame.type)
             if command is None:
                 raise UnknownType(f"unknown frame type {frame.type!r}")
             command(self, frame)

@@ -1,0 +1,58 @@
+"""Frame types that exist only for the tests (``CHAT_TEST_HOOKS=1``); never registered otherwise.
+
+Each hook takes the socket session and the parsed frame, like the handlers in chat/handlers.py.
+"""
+import gc
+import os
+import time
+
+import greenlet
+from django.db import connection
+
+from chat.db import db_work
+from chat.errors import BadRequest
+from chat.protocol import event
+
+
+def test_sleep(session, frame):
+    """Test hook: hold a database connection in ``pg_sleep`` (proves the ORM is cooperative)."""
+    seconds = _seconds(frame)
+    with db_work():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_sleep(%s)", [seconds])
+    session.send(event("_slept", frame.ref, seconds=seconds))
+
+
+def test_spin(session, frame):
+    """Test hook: burn CPU on the hub on purpose (proves the blocking monitor reports it)."""
+    seconds = _seconds(frame)
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        pass
+    session.send(event("_spun", frame.ref, seconds=seconds))
+
+
+def test_worker(session, frame):
+    """Test hook: say which worker process serves this socket."""
+    session.send(event("_worker", frame.ref, pid=os.getpid()))
+
+
+def test_census(session, frame):
+    """Test hook: count this worker's live greenlets and open sockets (leak tests).
+
+    Collects garbage and walks every object, so it stalls the hub for a moment on purpose.
+    """
+    gc.collect()
+    alive = sum(1 for o in gc.get_objects() if isinstance(o, greenlet.greenlet) and not o.dead)
+    session.send(event("_census", frame.ref, pid=os.getpid(), greenlets=alive,
+                       sessions=len(session.hub.sessions)))
+
+
+def _seconds(frame):
+    seconds = frame.fields.get("seconds")
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not 0 <= seconds <= 10:
+        raise BadRequest("seconds must be a number from 0 to 10", frame.ref)
+    return seconds
+
+
+HOOKS = {"_sleep": test_sleep, "_spin": test_spin, "_worker": test_worker, "_census": test_census}
