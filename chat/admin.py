@@ -1,5 +1,6 @@
-"""Admin for rooms (membership of private rooms) and messages."""
-from django.contrib import admin
+"""Admin for rooms (membership of private rooms) and messages; "disconnect now" on users."""
+from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
 
 from chat import publish
 from chat.models import Message, Room
@@ -42,3 +43,24 @@ class MessageAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         # Messages get their seq from the room's row lock (chat/rooms.py), not from a form.
         return False
+
+
+User = get_user_model()
+# Extend whatever admin the user model has (django.contrib.auth's, or the site's own).
+_UserAdmin = type(admin.site.get_model_admin(User)) if admin.site.is_registered(User) else admin.ModelAdmin
+if admin.site.is_registered(User):
+    admin.site.unregister(User)
+
+
+@admin.register(User)
+class UserAdmin(_UserAdmin):
+    actions = [*(_UserAdmin.actions or ()), "disconnect_now"]
+
+    @admin.action(description="Disconnect now (close their open chat sockets)")
+    def disconnect_now(self, request, queryset):
+        """Close every socket of the selected users, on every worker, with 4401."""
+        users = list(queryset.values_list("pk", flat=True))
+        for pk in users:
+            publish.disconnect(user=pk, reason="disconnected by an administrator")
+        self.message_user(request, f"Disconnected {len(users)} user{'s' * (len(users) != 1)}.",
+                          messages.SUCCESS)

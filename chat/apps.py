@@ -7,3 +7,4 @@ class ChatConfig(AppConfig):
 
     def ready(self):
         from chat import checks  # noqa: F401  (registers the system checks)
+        from chat import revocation  # noqa: F401  (connects the signal receivers)

@@ -65,7 +65,9 @@ def check_chat_settings(app_configs, **kwargs):
     """Check that the CHAT_ numbers are positive."""
     names = ["CHAT_MAX_MESSAGE_BYTES", "CHAT_PING_INTERVAL", "CHAT_IDLE_TIMEOUT",
              "CHAT_SEND_QUEUE_SIZE", "CHAT_DB_CONCURRENCY", "CHAT_DB_WAIT_TIMEOUT",
-             "CHAT_OFFLOAD_THREADS", "CHAT_HANDSHAKE_TIMEOUT"]
+             "CHAT_OFFLOAD_THREADS", "CHAT_HANDSHAKE_TIMEOUT", "CHAT_SEND_QUEUE_BYTES",
+             "CHAT_DB_FRAME_RATE", "CHAT_DB_FRAME_BURST", "CHAT_TYPING_RATE", "CHAT_TYPING_BURST",
+             "CHAT_SOCKETS_PER_USER", "CHAT_REVALIDATE_INTERVAL"]
     errors = [Error(f"{name} must be a positive number, not {getattr(settings, name)!r}.",
                     id="chat.E006")
               for name in names if not getattr(settings, name) > 0]
@@ -79,3 +81,23 @@ def check_chat_settings(app_configs, **kwargs):
             hint="Use comma-separated IP addresses or CIDR networks, e.g. 127.0.0.1/8,::1,10.0.0.0/8.",
             id="chat.E008"))
     return errors
+
+
+REVOCATION_MIDDLEWARE = "chat.revocation.RevocationMiddleware"
+SESSION_MIDDLEWARE = "django.contrib.sessions.middleware.SessionMiddleware"
+
+
+@register(Tags.security)
+def check_revocation_middleware(app_configs, **kwargs):
+    """Insist that revocations are published after the session is saved."""
+    middleware = list(settings.MIDDLEWARE)
+    if REVOCATION_MIDDLEWARE in middleware and (
+            SESSION_MIDDLEWARE not in middleware
+            or middleware.index(REVOCATION_MIDDLEWARE) < middleware.index(SESSION_MIDDLEWARE)):
+        return []
+    return [Error(
+        f"{REVOCATION_MIDDLEWARE} must be in MIDDLEWARE, before {SESSION_MIDDLEWARE}.",
+        hint="It publishes the control events that close revoked sockets once the response is "
+             "done; before the session middleware, that is after the session was saved, so a "
+             "user who changed their own password keeps this session's sockets.",
+        id="chat.E009")]

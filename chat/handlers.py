@@ -6,7 +6,7 @@ Each command takes the socket session and the parsed frame and replies through
 from django.conf import settings
 
 from chat import metrics, protocol, rooms
-from chat.errors import BadRequest, NotJoined, RateLimited
+from chat.errors import BadRequest, Forbidden, NotJoined, RateLimited
 from chat.protocol import event
 
 
@@ -14,6 +14,7 @@ def join(session, frame):
     """Join a room: reply ``joined`` with the newest messages (or those after ``since``)."""
     slug = frame.slug()
     since = frame.integer("since")
+    _take_db_token(session, frame)
     if slug not in session.rooms and len(session.rooms) >= settings.CHAT_ROOMS_PER_SOCKET:
         raise BadRequest(f"a socket may join at most {settings.CHAT_ROOMS_PER_SOCKET} rooms", frame.ref)
     channel = session.subscribe(slug)  # first, so that no message falls between read and live
@@ -39,6 +40,7 @@ def join(session, frame):
 def leave(session, frame):
     """Leave a joined room: reply ``left``."""
     slug = _joined(session, frame)
+    _take_db_token(session, frame)
     session.unsubscribe(slug)
     session.send(event("left", frame.ref, room=slug))
 
@@ -51,6 +53,7 @@ def send(session, frame):
     if frame.ref is None:
         raise BadRequest("send needs a ref, so that a resend is never stored twice")
     _take_token(session, frame)
+    _still_admitted(session, slug, frame)
     message, created = rooms.post(session.user, session.rooms[slug].room_id, body, frame.ref)
     message_event = protocol.message_event(message, slug, session.username)
     if created:
@@ -62,6 +65,10 @@ def send(session, frame):
 def typing(session, frame):
     """Tell the room's other users that this user is typing."""
     slug = _joined(session, frame)
+    if not session.typing.take():
+        metrics.RATE_LIMITED.inc()
+        raise RateLimited(f"slow down: typing at most {session.budgets.typing_rate:g} a second",
+                          frame.ref)
     _take_token(session, frame)
     session.hub.publish(slug, event("typing", room=slug, user=session.username),
                         skip_user=session.username)
@@ -70,6 +77,8 @@ def typing(session, frame):
 def history(session, frame):
     """Reply with a page of older messages: ``before`` a seq, at most ``limit``."""
     slug = _joined(session, frame)
+    _take_db_token(session, frame)
+    _still_admitted(session, slug, frame)
     before = frame.integer("before")
     limit = frame.integer("limit", settings.CHAT_HISTORY_DEFAULT, minimum=1,
                           maximum=settings.CHAT_HISTORY_MAX)
@@ -93,6 +102,28 @@ def _joined(session, frame):
     if membership is None or membership.room_id is None:
         raise NotJoined(f"join {slug!r} first", frame.ref)
     return slug
+
+
+def _take_db_token(session, frame):
+    if not session.db_frames.take():
+        metrics.RATE_LIMITED.inc()
+        raise RateLimited(f"slow down: join, leave and history at most "
+                          f"{session.budgets.db_frame_rate:g} a second", frame.ref)
+
+
+def _still_admitted(session, slug, frame):
+    """Re-check, at most every ``CHAT_MEMBERSHIP_RECHECK`` s, that the user may read ``slug``.
+
+    Removal from a private room is pushed (chat/authority.py); this catches the changes that
+    fire no signal, before a message is stored or a page of history is read.
+    """
+    membership = session.rooms[slug]
+    if session.clock() - membership.checked_at < settings.CHAT_MEMBERSHIP_RECHECK:
+        return
+    if not rooms.admits(session.user, membership.room_id):
+        session.evict(slug, "you are no longer a member of this private room")
+        raise Forbidden(f"{slug!r} is a private room; ask a member to add you", frame.ref)
+    membership.checked_at = session.clock()
 
 
 def _take_token(session, frame):

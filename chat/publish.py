@@ -10,6 +10,9 @@ import logging
 from chat import brokers, protocol, runtime
 from chat.hub import EVERYONE, Hub
 
+# TODO(lead): chat.hub.CONTROL once the hub routes control events.
+CONTROL = "!control"
+
 logger = logging.getLogger(__name__)
 
 _broker = None
@@ -38,3 +41,27 @@ def message_deleted(message):
     """Tell the room's sockets that ``message`` is gone (they remove it)."""
     publish(message.room.slug, protocol.event("message_deleted", room=message.room.slug,
                                               id=message.id, seq=message.seq))
+
+
+def control(event):
+    """Send a control event (chat/authority.py) to the authority of every worker."""
+    publish(CONTROL, event)
+
+
+def disconnect_event(user=None, session_key=None, reason="disconnected by the site"):
+    """Build the control event that closes a session's or a user's sockets with 4401."""
+    if (user is None) == (session_key is None):
+        raise TypeError("disconnect needs exactly one of user= or session_key=")
+    user_id = getattr(user, "pk", user)
+    return {"type": "disconnect", "user": user_id, "session": session_key, "reason": reason}
+
+
+def disconnect(user=None, session_key=None, reason="disconnected by the site"):
+    """Close with 4401, on every worker, the sockets of ``user`` (a user or a pk) or of one session.
+
+    For plain Django code: a moderation view, a signal receiver, a management command. The
+    clients see ``reason`` as the close reason and do not reconnect until signed in again.
+    """
+    control(disconnect_event(user=user, session_key=session_key, reason=reason))
+    logger.info("disconnecting %s", f"user {getattr(user, 'pk', user)}" if user is not None
+                else "a session")

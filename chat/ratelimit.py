@@ -1,5 +1,10 @@
-"""Per-user token buckets for ``send`` and ``typing`` (PROTOCOL.md: 10 a second, bursts of 20)."""
+"""Token buckets: per user for ``send`` and ``typing`` (PROTOCOL.md: 10 a second, bursts of 20),
+per socket for the frames that cost the database and for ``typing``; and a socket's budgets.
+"""
 import time
+from dataclasses import dataclass
+
+from django.conf import settings
 
 
 class TokenBucket:
@@ -46,3 +51,23 @@ class RateLimiter:
                 self.buckets = {k: b for k, b in self.buckets.items() if not b.idle()}
             bucket = self.buckets[key] = TokenBucket(self.rate, self.burst, self.clock)
         return bucket.take()
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """What one socket may cost: its outbox and its frames that cost the database or others."""
+
+    queue_frames: int = 1000
+    queue_bytes: int = 4 * 1024 * 1024
+    db_frame_rate: float = 5.0  # join, leave, history: a second, on average
+    db_frame_burst: int = 20
+    typing_rate: float = 1.0  # clients send one every 2 s or so
+    typing_burst: int = 3
+
+    @classmethod
+    def from_settings(cls):
+        return cls(queue_frames=settings.CHAT_SEND_QUEUE_SIZE,
+                   queue_bytes=settings.CHAT_SEND_QUEUE_BYTES,
+                   db_frame_rate=settings.CHAT_DB_FRAME_RATE,
+                   db_frame_burst=settings.CHAT_DB_FRAME_BURST,
+                   typing_rate=settings.CHAT_TYPING_RATE, typing_burst=settings.CHAT_TYPING_BURST)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import IntegrityError
+from django.db.models import Q
 
 from chat.db import db_work
 from chat.errors import Forbidden, UnknownRoom
@@ -111,3 +112,23 @@ Row = namedtuple("Row", "id seq body ref created username deleted")
 def _rows(messages):
     return [Row(*values) for values in
             messages.values_list("id", "seq", "body", "ref", "created", "user__username", "deleted")]
+
+
+def readers(slug):
+    """Return who may read ``slug`` now: a callable ``(user_id) -> bool``, or None if it is gone."""
+    with db_work():
+        room = Room.objects.filter(slug=slug).values("id", "private").first()
+        if room is None:
+            return None
+        if not room["private"]:
+            return lambda user_id: True
+        members = set(Room.members.through.objects.filter(room_id=room["id"])
+                      .values_list("user_id", flat=True))
+    return members.__contains__
+
+
+def admits(user, room_id):
+    """Tell whether ``user`` may still read the room with ``room_id`` (False if it is gone)."""
+    with db_work():
+        return (Room.objects.filter(id=room_id).filter(Q(private=False) | Q(members=user))
+                .exists())

@@ -7,12 +7,17 @@ from django.conf import settings
 import gevent
 
 from chat import brokers, rooms
+from chat.authority import Authority
 from chat.hub import Hub
 from chat.presence import DatabasePresence
 from chat.ratelimit import RateLimiter
 
+# TODO(lead): chat.hub.CONTROL once the hub routes control events.
+CONTROL_TOPIC = "!control"
+
 _hub = None
 _limiter = None
+_authority = None
 
 
 def hub():
@@ -23,7 +28,23 @@ def hub():
                    presence=DatabasePresence(ttl=settings.CHAT_PRESENCE_TTL),
                    gap_wait=settings.CHAT_GAP_WAIT)
         gevent.spawn(_hub.maintain, settings.CHAT_PRESENCE_HEARTBEAT)
+        authority()  # control events (revocation, tallies) may arrive from now on
     return _hub
+
+
+def authority():
+    """Return the worker's authority over its sockets (chat/authority.py), fed by the hub."""
+    global _authority
+    if _authority is None:
+        hub_ = hub()
+        _authority = Authority(settings.CHAT_SOCKETS_PER_USER,
+                               publish=lambda event: hub_.publish(CONTROL_TOPIC, event),
+                               revalidate_interval=settings.CHAT_REVALIDATE_INTERVAL,
+                               room_readers=rooms.readers)
+        _authority.rooms_of = lambda slug: list(getattr(hub_.channels.get(slug), "sessions", ()))
+        hub_.on_control = _authority.apply
+        gevent.spawn(_authority.run_backstop)
+    return _authority
 
 
 def current_hub():
@@ -41,7 +62,7 @@ def limiter():
 
 def reset():
     """Forget the singletons (stopping the broker), so the next use builds them anew."""
-    global _hub, _limiter
+    global _hub, _limiter, _authority
     if _hub is not None:
         _hub.broker.stop()
-    _hub = _limiter = None
+    _hub = _limiter = _authority = None

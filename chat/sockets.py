@@ -1,9 +1,11 @@
 """The socket session: one per WebSocket, with a reader, a bounded writer queue and keep-alive.
 
 The reader greenlet (the view's own) parses and dispatches frames one at a time. Everything
-sent to the client goes through a bounded queue drained by a writer greenlet, so a slow or
-dead client never delays the others: when its queue overflows it is closed with 1013 and
-comes back with ``since``. A keep-alive timer pings and drops peers that went silent.
+sent to the client goes through an outbox bounded in frames and bytes (chat/outbox.py),
+drained by a writer greenlet, so a slow or dead client never delays the others: when its
+outbox overflows it is closed with 1013 and comes back with ``since``. A keep-alive timer
+pings and drops peers that went silent. The worker's :class:`~chat.authority.Authority`
+admits the socket (the per-user budget) and may close it while it runs (revocation).
 
 Each session has a connection id (``<pid>-<n>``, unique in the worker's log) carried by every
 line it logs; it logs one line when it opens and one when it closes, as key=value pairs.
@@ -15,17 +17,20 @@ import socket
 import time
 
 import gevent
-from gevent.queue import Full, Queue
 
 from chat import handlers, metrics, protocol
+from chat.authority import TOO_MANY_SOCKETS
 from chat.errors import ChatError, UnknownType
+from chat.outbox import Outbox
+from chat.ratelimit import TokenBucket
 from chat.wsmends import MendedWebSocket, encode_frame
 
 logger = logging.getLogger(__name__)
 
 PING_FRAME = encode_frame(b"", MendedWebSocket.OPCODE_PING)
-#: Frames joined into one write when a socket's queue has a backlog.
-WRITE_BATCH = 64
+#: Bytes of queued frames joined into one write when a socket's outbox has a backlog.
+WRITE_BATCH_BYTES = 256 * 1024
+TOO_SLOW = "too slow: reconnect and resume with since"
 #: The close code of a connection that ended without a close frame (RFC 6455, 7.1.5).
 ABNORMAL_CLOSURE = 1006
 
@@ -40,42 +45,58 @@ def connection_id():
 class Membership:
     """A session's place in one room: buffering until ``joined`` is sent, then live."""
 
-    __slots__ = ("room_id", "last_seq", "buffer")
+    __slots__ = ("room_id", "last_seq", "buffer", "checked_at")
 
     def __init__(self):
         self.room_id = None
         self.last_seq = 0
         self.buffer = []  # (seq, frame) that arrived while the room was being read
+        self.checked_at = 0.0  # when the user was last found allowed to read the room
 
 
 class SocketSession:
     """Serve one authenticated WebSocket until it closes."""
 
-    def __init__(self, ws, user, *, hub, limiter, queue_size, ping_interval, idle_timeout,
-                 close_timeout=5.0, clock=time.monotonic):
+    def __init__(self, ws, user, *, hub, limiter, authority, session_key, budgets,
+                 ping_interval, idle_timeout, close_timeout=5.0, clock=time.monotonic):
         self.ws = ws
         self.user = user
+        self.user_id = user.pk
         self.username = user.get_username()
+        self.session_key = session_key  # re-keyed by the authority when Django cycles it
         self.hub = hub
         self.limiter = limiter
+        self.authority = authority
+        self.budgets = budgets
         self.rooms = {}  # slug -> Membership
         self.close_timeout = close_timeout
         self.clock = clock
         self.ping_interval = ping_interval
         self.idle_timeout = idle_timeout
-        self.outbox = Queue(maxsize=queue_size)
+        self.outbox = Outbox(budgets.queue_frames, budgets.queue_bytes)
+        self.db_frames = TokenBucket(budgets.db_frame_rate, budgets.db_frame_burst, clock)
+        self.typing = TokenBucket(budgets.typing_rate, budgets.typing_burst, clock)
         self.closing = False
+        self.expiry_timer = None  # set by the authority
         self._greenlets = []
         self._keepalive = None
         self.conn_id = connection_id()
 
-    def run(self):
+    def run(self, expires_at=None):
         """Read and dispatch frames until the peer leaves or the session is closed."""
+        if not self.authority.admit(self):
+            logger.info("socket refused conn=%s user=%s: over %s sockets for this user",
+                        self.conn_id, self.username, self.authority.per_user)
+            self.ws.close(TOO_MANY_SOCKETS, f"too many connections for this account (at most "
+                                            f"{self.authority.per_user}): close some tabs")
+            self._linger()
+            return
         opened_at = self.clock()
         logger.info("socket opened conn=%s user=%s", self.conn_id, self.username)
         metrics.OPEN_SOCKETS.inc()
         try:  # from here on the finally undoes what was done: the gauge above included
             self.hub.sessions.add(self)
+            self.authority.watch_expiry(self, expires_at)
             self._greenlets = [gevent.spawn(self._write_loop)]
             self._keepalive = self._start_keepalive()
             while True:
@@ -90,6 +111,7 @@ class SocketSession:
         finally:
             rooms = len(self.rooms)
             self.hub.sessions.discard(self)
+            self.authority.discard(self)
             metrics.OPEN_SOCKETS.dec()
             for slug in list(self.rooms):
                 self.unsubscribe(slug)
@@ -130,7 +152,9 @@ class SocketSession:
         """Go live in ``slug`` after ``joined`` (up to ``seq``): pass on what was held back."""
         membership = self.rooms[slug]
         membership.room_id, membership.last_seq = room_id, seq
+        membership.checked_at = self.clock()
         held, membership.buffer = membership.buffer, None
+        self.outbox.bytes -= sum(len(frame) for _, frame in held)  # counted while held
         for held_seq, frame in held:
             self.deliver(slug, held_seq, frame)
 
@@ -138,6 +162,14 @@ class SocketSession:
         """Stop receiving ``slug``'s events and end this socket's presence there."""
         if self.rooms.pop(slug, None) is not None:
             self.hub.detach(self, slug)
+
+    def evict(self, slug, detail):
+        """Take this socket out of ``slug`` because its user may no longer read it."""
+        if slug not in self.rooms or self.closing:
+            return
+        self.unsubscribe(slug)
+        self.send(protocol.event("left", room=slug, reason="forbidden", detail=detail))
+        logger.info("evicted conn=%s user=%s from %s: %s", self.conn_id, self.username, slug, detail)
 
     def deliver(self, slug, seq, frame):
         """Take a room's event from the hub: each seq once, in order, after ``joined``.
@@ -149,8 +181,10 @@ class SocketSession:
             return False
         if membership.buffer is not None:
             membership.buffer.append((seq, frame))
-            if len(membership.buffer) > self.outbox.maxsize:
-                self.close(1013, "too slow: reconnect and resume with since")
+            self.outbox.bytes += len(frame)  # held for this client all the same
+            if (len(membership.buffer) > self.outbox.max_frames
+                    or self.outbox.bytes > self.outbox.max_bytes):
+                self.close(1013, TOO_SLOW)
                 return False
             return True
         if seq is not None:
@@ -167,12 +201,11 @@ class SocketSession:
         """Queue prebuilt frame bytes (the same bytes may go to many sessions); tell if queued."""
         if self.closing:
             return False
-        try:
-            self.outbox.put_nowait(frame)
-        except Full:
-            logger.warning("send queue overflowed conn=%s user=%s events=%s: closing with 1013",
-                           self.conn_id, self.username, self.outbox.maxsize)
-            self.close(1013, "too slow: reconnect and resume with since")
+        if not self.outbox.put(frame):
+            logger.warning("send queue overflowed conn=%s user=%s events=%s bytes=%s: closing "
+                           "with 1013", self.conn_id, self.username, len(self.outbox),
+                           self.outbox.bytes)
+            self.close(1013, TOO_SLOW)
             return False
         return True
 
@@ -183,39 +216,33 @@ class SocketSession:
         self.closing = True
         if code == 1013:
             metrics.SEND_QUEUE_OVERFLOWS.inc()
-        while not self.outbox.empty():
-            self.outbox.get_nowait()
-        self.outbox.put_nowait((code, reason))  # fits: the queue was just emptied
+        self.outbox.close(code, reason)
         # A peer that never reads or never answers is cut off after CLOSE_TIMEOUT.
         self._greenlets.append(gevent.spawn_later(self.close_timeout, self.ws.shutdown))
 
     def _write_loop(self):
-        outbox = self.outbox
-        while True:
-            item = outbox.get()
-            if outbox.qsize() and not isinstance(item, tuple):
-                item = self._coalesce(item)
-            if isinstance(item, tuple):
-                code, reason = item
-                self.ws.close(code, reason)
-                logger.info("sent close conn=%s user=%s code=%s reason=%r",
-                            self.conn_id, self.username, code, reason)
-                return
-            try:
-                self.ws.send_raw(item)
-            except OSError:
-                self.ws.shutdown()
-                return
-
-    def _coalesce(self, frame, most=WRITE_BATCH):
-        """Join ``frame`` with the frames queued behind it: one write for a burst, not one each.
-
-        Stops before a close (a tuple), which the loop then handles on its own.
-        """
-        outbox, frames = self.outbox, [frame]
-        while outbox.qsize() and len(frames) < most and not isinstance(outbox.peek_nowait(), tuple):
-            frames.append(outbox.get_nowait())
-        return b"".join(frames)
+        """Write what the outbox holds (a burst joined into one write) until the close."""
+        try:
+            while True:
+                item = self.outbox.get(WRITE_BATCH_BYTES)
+                if isinstance(item, tuple):
+                    code, reason = item
+                    self.ws.close(code, reason)
+                    logger.info("sent close conn=%s user=%s code=%s reason=%r",
+                                self.conn_id, self.username, code, reason)
+                    return
+                try:
+                    self.ws.send_raw(item)
+                except OSError:
+                    self.ws.shutdown()
+                    return
+        except Exception:
+            # Never a silent death (a None frame once killed every writer): one line, then 1011.
+            logger.exception("writer failed conn=%s user=%s: closing with 1011",
+                             self.conn_id, self.username)
+            self.closing = True
+            self.ws.close(1011, "server error")
+            self.ws.shutdown()
 
     def _linger(self):
         """End TCP politely: FIN after our close frame, then drain the peer until it closes.

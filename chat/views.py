@@ -11,10 +11,11 @@ from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
-from chat import runtime, throttle
+from chat import runtime, sessioncheck, throttle
 from chat.db import db_work
 from chat.forms import RoomForm
 from chat.models import Message, Presence, Room
+from chat.ratelimit import Budgets
 from chat.sockets import SocketSession
 
 logger = logging.getLogger(__name__)
@@ -125,15 +126,19 @@ def websocket(request):
         with db_work():
             user = request.user
             authenticated = user.is_authenticated  # loads the session and the user now
+            if authenticated:  # the socket is checked again the moment its session expires
+                expires_at = sessioncheck.session_expiry(request.session.session_key)
         if not authenticated:
             ws.close(4401, "authentication required")
             return HttpResponse()
         session = SocketSession(ws, user, hub=runtime.hub(), limiter=runtime.limiter(),
-                                queue_size=settings.CHAT_SEND_QUEUE_SIZE,
+                                authority=runtime.authority(),
+                                session_key=request.session.session_key,
+                                budgets=Budgets.from_settings(),
                                 ping_interval=settings.CHAT_PING_INTERVAL,
                                 idle_timeout=settings.CHAT_IDLE_TIMEOUT,
                                 close_timeout=settings.CHAT_CLOSE_TIMEOUT)
-        session.run()  # logs its opening, its errors and its close
+        session.run(expires_at)  # logs its opening, its errors and its close
     finally:
         connections.close_all()
     return HttpResponse()

@@ -68,6 +68,8 @@ MIDDLEWARE = [
     # Static files in-process, before sessions and auth: a stylesheet needs no database.
     "chat.middleware.StaticFilesMiddleware",  # WhiteNoise
     "chat.middleware.ContentSecurityPolicyMiddleware",
+    # Before sessions: publishes revocations once the session is saved (chat/revocation.py).
+    "chat.revocation.RevocationMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -178,6 +180,8 @@ CHAT_MAX_MESSAGE_BYTES = env_number("CHAT_MAX_MESSAGE_BYTES", 65536)
 CHAT_PING_INTERVAL = env_number("CHAT_PING_INTERVAL", 25.0, float)
 CHAT_IDLE_TIMEOUT = env_number("CHAT_IDLE_TIMEOUT", 60.0, float)
 CHAT_SEND_QUEUE_SIZE = env_number("CHAT_SEND_QUEUE_SIZE", 1000)
+# ... and in bytes: one frame always fits an empty queue, beyond it at most this many.
+CHAT_SEND_QUEUE_BYTES = env_number("CHAT_SEND_QUEUE_BYTES", 4 * 1024 * 1024)
 # Kernel send buffer of each WebSocket in bytes; 0 keeps the kernel's autotuning (up to 4 MiB).
 CHAT_SOCKET_SEND_BUFFER = env_number("CHAT_SOCKET_SEND_BUFFER", 0)
 # Connections one worker may hold open at once for socket work (chat/db.py).
@@ -195,6 +199,17 @@ CHAT_ROOMS_PER_SOCKET = env_number("CHAT_ROOMS_PER_SOCKET", 50)
 # Per-user token bucket for send and typing: a rate per second and a burst.
 CHAT_RATE_LIMIT = env_number("CHAT_RATE_LIMIT", 10.0, float)
 CHAT_RATE_BURST = env_number("CHAT_RATE_BURST", 20)
+# Per socket: join, leave and history (each costs the database), and typing (slower still).
+CHAT_DB_FRAME_RATE = env_number("CHAT_DB_FRAME_RATE", 5.0, float)
+CHAT_DB_FRAME_BURST = env_number("CHAT_DB_FRAME_BURST", 20)
+CHAT_TYPING_RATE = env_number("CHAT_TYPING_RATE", 1.0, float)
+CHAT_TYPING_BURST = env_number("CHAT_TYPING_BURST", 3)
+# Who may stay connected (chat/authority.py): sockets per user (all workers, approximately),
+# the periodic revalidation of every socket's session, and how long a room's membership is
+# trusted before send or history checks it again.
+CHAT_SOCKETS_PER_USER = env_number("CHAT_SOCKETS_PER_USER", 20)
+CHAT_REVALIDATE_INTERVAL = env_number("CHAT_REVALIDATE_INTERVAL", 60.0, float)
+CHAT_MEMBERSHIP_RECHECK = env_number("CHAT_MEMBERSHIP_RECHECK", 5.0, float)
 # Seconds a room waits for a missing seq before reading it from the database.
 CHAT_GAP_WAIT = env_number("CHAT_GAP_WAIT", 0.5, float)
 # Presence across workers: each worker refreshes its rows this often (seconds); rows older

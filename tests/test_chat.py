@@ -193,19 +193,43 @@ def test_private_room_is_forbidden_to_non_members(server, make_users, make_room)
     insider.close()
 
 
-def test_sending_faster_than_the_limit_gets_rate_limited(pair):
-    room, (alice, a), _ = pair
-    for n in range(25):
-        send(a, type="typing", room=room, ref=f"t{n}")
+def _errors_after(ws, frames, wanted, timeout=5):
+    for frame in frames:
+        send(ws, **frame)
     errors = []
-    deadline = time.monotonic() + 5
-    while len(errors) < 5 and time.monotonic() < deadline:
-        event = receive(a)
+    deadline = time.monotonic() + timeout
+    while len(errors) < wanted and time.monotonic() < deadline:
+        event = receive(ws, timeout=max(0.01, deadline - time.monotonic()))
         if event["type"] == "error":
             errors.append(event)
+    return errors
+
+
+def test_sending_faster_than_the_limit_gets_rate_limited(pair):
+    room, (alice, a), _ = pair
+    errors = _errors_after(a, [dict(type="send", room=room, body=f"m{n}", ref=f"s{n}")
+                               for n in range(25)], wanted=4)
     assert len(errors) >= 4
     assert errors[0]["code"] == "rate_limited"
     assert errors[0]["detail"] == "slow down: at most 10 messages a second"
+
+
+def test_typing_has_its_own_slower_budget_per_socket(pair):
+    room, (alice, a), _ = pair
+    errors = _errors_after(a, [dict(type="typing", room=room, ref=f"t{n}") for n in range(6)],
+                           wanted=3)
+    assert [e["ref"] for e in errors] == ["t3", "t4", "t5"]  # a burst of 3, then 1 a second
+    assert errors[0] == {"type": "error", "code": "rate_limited", "ref": "t3",
+                         "detail": "slow down: typing at most 1 a second"}
+
+
+def test_frames_that_cost_the_database_have_a_budget_per_socket(pair):
+    room, (alice, a), _ = pair
+    errors = _errors_after(a, [dict(type="history", room=room, ref=f"h{n}") for n in range(23)],
+                           wanted=2)
+    # The join spent one token of the burst of 20.
+    assert errors[0]["ref"] in {"h19", "h20", "h21"}
+    assert errors[0]["detail"] == "slow down: join, leave and history at most 5 a second"
 
 
 def test_ping_is_not_rate_limited(server, make_users):
