@@ -142,10 +142,14 @@ class Authority:
 
     def _rekey(self, user_id, old, new):
         """Move sockets of ``old`` to ``new``: the session that changed its own password stays."""
-        moved = [s for s in self.by_key.pop(old, ()) if s.user_id == user_id]
+        keyed = self.by_key.get(old, set())
+        moved = [s for s in keyed if s.user_id == user_id]
         for session in moved:
+            keyed.discard(session)
             session.session_key = new
             self.by_key[new].add(session)
+        if not keyed:
+            self.by_key.pop(old, None)
         if moved:
             logger.info("moved %s sockets to a re-keyed session", len(moved))
 

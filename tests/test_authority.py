@@ -247,3 +247,73 @@ def test_a_room_made_private_evicts_the_non_members(
     assert_alive(insider)
     send(insider, type="history", room=room, ref="h")
     assert receive_type(insider, "history")["ref"] == "h"
+
+
+class FakeSession:
+    def __init__(self, user_id, session_key):
+        self.user_id, self.session_key = user_id, session_key
+        self.closing, self.expiry_timer, self.closed_with = False, None, None
+
+    def close(self, code, reason):
+        self.closing, self.closed_with = True, (code, reason)
+
+
+def an_authority(per_user=3, published=None):
+    from chat.authority import Authority
+
+    clock = iter(range(1000, 100000))
+    return Authority(per_user, publish=(published if published is not None else []).append,
+                     wall_clock=lambda: next(clock))
+
+
+def test_the_budget_counts_the_sockets_other_workers_reported():
+    authority = an_authority(per_user=3)
+    authority.apply({"type": "tally", "user": 7, "worker": "other", "sockets": 2, "at": 1000})
+    assert authority.admit(FakeSession(7, "a"))
+    assert not authority.admit(FakeSession(7, "b"))  # 1 here + 2 elsewhere
+    authority.apply({"type": "tally", "user": 7, "worker": "other", "sockets": 0, "at": 1001})
+    assert authority.admit(FakeSession(7, "b"))
+
+
+def test_a_tally_is_published_only_for_users_with_several_sockets_here():
+    published = []
+    authority = an_authority(per_user=5, published=published)
+    first, second = FakeSession(7, "a"), FakeSession(7, "b")
+    authority.admit(first)
+    assert published == []
+    authority.admit(second)
+    assert [(e["user"], e["sockets"]) for e in published] == [(7, 2)]
+    authority.discard(second)
+    assert [(e["user"], e["sockets"]) for e in published] == [(7, 2), (7, 0)]
+    assert all(e["worker"] == authority.worker for e in published)
+
+
+def test_a_rekeyed_session_keeps_its_sockets_and_a_disconnect_finds_them_by_the_new_key():
+    authority = an_authority()
+    session = FakeSession(7, "old")
+    authority.admit(session)
+    authority.apply({"type": "revalidate", "user": 8, "rekey": ["old", "new"]})  # not theirs
+    assert session.session_key == "old"
+    authority._rekey(7, "old", "new")
+    authority.apply({"type": "disconnect", "session": "new", "user": None, "reason": "signed out"})
+    assert session.closed_with == (4401, "signed out")
+
+
+def test_revalidation_closes_only_the_sessions_found_invalid():
+    authority = an_authority()
+    good, bad = FakeSession(7, "good"), FakeSession(7, "bad")
+    authority.check = lambda entries: {"bad": "password changed: sign in again"}
+    assert authority.revalidate([good, bad])
+    assert (good.closed_with, bad.closed_with) == (None, (4401, "password changed: sign in again"))
+
+
+def test_a_failed_revalidation_closes_nothing_and_says_so():
+    authority = an_authority()
+    session = FakeSession(7, "k")
+
+    def broken(entries):
+        raise OSError("database down")
+
+    authority.check = broken
+    assert authority.revalidate([session]) is False
+    assert session.closed_with is None
