@@ -1,11 +1,15 @@
-"""The worker's room hub: room -> local sessions, presence, and ordered fan-out.
+"""The worker's hub: routes broker payloads to this worker's rooms and sessions, and publishes.
 
 Events travel through the broker to the hub of every worker, this one included. A hub
 builds each event's frame once (server frames are unmasked, so the bytes are the same for
 every recipient) and hands those bytes to each local member's queue. ``message`` events
-carry a seq: each room hands them on in seq order, holding early ones back and reading a
-missing seq from the database when it does not arrive within ``gap_wait`` seconds, so a
-slow or lossy broker costs latency, never a message.
+carry a seq and go through the room's cursor (chat/cursor.py), which hands them on in seq
+order, once, and reads what is missing from the database. Presence is counted by the
+worker's tracker (chat/presence.py); control events go to ``on_control``.
+
+A committed message is not lost between workers: a failed publish is retried with backoff
+(``retry_delays``), and every few seconds each worker checks, in one query for all its
+rooms, that its cursors are not behind ``Room.last_seq`` (``check``).
 
 Each broker payload carries the wall-clock time of its ``publish``. For each ``message``
 event a hub observes ``chat_broadcast_latency_seconds`` once, when it has handed the event to
@@ -16,11 +20,13 @@ import json
 import logging
 import time
 import weakref
-from collections import Counter
+from collections import deque
 
 import gevent
 
 from chat import metrics
+from chat.cursor import NEWEST, Cursor
+from chat.errors import EventTooLarge
 from chat.protocol import encode
 from chat.wsmends import encode_frame
 
@@ -28,56 +34,26 @@ logger = logging.getLogger(__name__)
 
 #: The topic of events for every socket, whatever rooms it joined (announcements).
 EVERYONE = "*"
+#: The topic of control events (a JSON object each) for ``Hub.on_control`` in every worker.
+CONTROL = "!control"
+#: Seconds before each new try to publish what the broker refused (then the check reads it).
+RETRY_DELAYS = (0.1, 0.5, 1, 2, 5)
+#: Failed publishes kept for retrying; more are left to the other workers' cursor checks.
+UNSENT_MAX = 1000
 
 
-class Channel:
-    """One room as this worker sees it."""
+class Room:
+    """One room as this worker sees it: its local sessions and its cursor."""
 
-    def __init__(self, hub, slug):
-        self.hub = hub
+    def __init__(self, slug, fetch, gap_wait):
         self.slug = slug
-        self.room_id = None
         self.sessions = set()
-        self.present = set()  # sessions counted in presence
-        self.presence = Counter()  # username -> sockets of that user in the room
-        self.next_seq = None  # the seq to hand on next; None until a join reads the room
-        self.pending = {}  # seq -> (frame, publish time), arrived early
-        self.repairer = None
+        self.present = set()  # sessions counted by the presence tracker
+        self.cursor = Cursor(slug, fetch, self.hand_on, gap_wait)
 
-    def start_at(self, room_id, seq):
-        """Begin handing on after ``seq`` unless already begun; return the cursor's seq."""
-        self.room_id = room_id
-        if self.next_seq is not None:
-            return self.next_seq - 1
-        self.next_seq = seq + 1
-        self.pending = {s: f for s, f in self.pending.items() if s > seq}
-        self._flush()  # to the sessions attached, which hold it until their ``joined``
-        return seq
-
-    def offer(self, seq, frame, published=None):
-        """Hand on ``frame`` of ``seq`` now, or once the seqs before it were handed on."""
-        if self.next_seq is not None and seq < self.next_seq:
-            return  # already handed on (a resend, or the database was faster)
-        self.pending[seq] = (frame, published)
-        self._flush()
-
-    def broadcast(self, frame, skip_user=None):
-        """Hand ``frame`` (an event without seq) to every member but ``skip_user``'s sockets."""
-        for session in list(self.sessions):
-            if skip_user is None or session.username != skip_user:
-                session.deliver(self.slug, None, frame)
-
-    def _flush(self):
-        if self.next_seq is None:
-            return
-        while self.next_seq in self.pending:
-            self._hand_on(self.next_seq, *self.pending.pop(self.next_seq))
-        if self.pending and self.repairer is None:
-            self.repairer = gevent.spawn(self._repair)
-
-    def _hand_on(self, seq, frame, published=None):
-        self.next_seq = seq + 1
-        if frame is None:  # a deleted message, whose seq is passed over
+    def hand_on(self, seq, frame, published=None):
+        """Queue the message ``seq``'s frame for every member (None: deleted, nothing to send)."""
+        if frame is None:
             return
         queued = 0
         for session in list(self.sessions):
@@ -89,140 +65,171 @@ class Channel:
             # Clocks of two hosts may disagree by a little: never a negative latency.
             metrics.BROADCAST_LATENCY.observe(max(0.0, time.time() - published))
 
-    def _repair(self):
-        """While seqs are missing, wait for them, then read them from the database."""
-        try:
-            while self.pending and self.sessions:
-                gevent.sleep(self.hub.gap_wait)
-                if self.pending and self.next_seq not in self.pending:
-                    self._read(self.next_seq, min(self.pending) - 1)
-                while self.next_seq in self.pending:
-                    self._hand_on(self.next_seq, *self.pending.pop(self.next_seq))
-        finally:
-            self.repairer = None
-
-    def read_now(self, upto=None):
-        """Read what follows the cursor from the database now (up to ``upto``, or all)."""
-        if self.next_seq is not None and (upto is None or upto >= self.next_seq):
-            gevent.spawn(self._read_and_flush, upto)
-
-    def _read_and_flush(self, upto):
-        # Retried until it succeeds: after a broker reconnect this read is the only way to
-        # what was published meanwhile, and its first try may meet a pooled connection that
-        # the database outage broke (test_faults: the other worker's sockets missed a message).
-        delay = self.hub.gap_wait
-        while not self._read(self.next_seq, upto) and self.sessions:
-            gevent.sleep(delay)
-            delay = min(delay * 2, 5)
-        self._flush()
-
-    def _read(self, first, upto):
-        """Hand on seqs ``first``..``upto`` from the database; return False if the read failed."""
-        logger.info("room %s: reading seqs %s-%s from the database", self.slug, first, upto or "")
-        try:
-            found = self.hub.fetch(self.room_id, self.slug, first - 1, upto)
-        except Exception:
-            logger.exception("room %s: reading seqs %s-%s failed; will retry", self.slug, first, upto)
-            return False
-        for seq, event in found:
-            if seq >= self.next_seq:
-                self._hand_on(seq, None if event is None else encode_frame(encode(event)))
-        return True
+    def broadcast(self, frame, skip_user=None):
+        """Hand ``frame`` (an event without seq) to every member but ``skip_user``'s sockets."""
+        for session in list(self.sessions):
+            if skip_user is None or session.username != skip_user:
+                session.deliver(self.slug, None, frame)
 
 
 class Hub:
-    """Room -> local sessions for one worker, fed by the broker."""
+    """Room -> local sessions for one worker, fed by the broker.
 
-    def __init__(self, broker, fetch, presence, gap_wait=0.5):
+    ``fetch(room_id, slug, after, upto)``: a room's messages from the database (the cursor's).
+    ``last_seqs(room_ids)``: ``{room_id: last_seq}`` in one query (the cursor check).
+    ``presence_store``: a ``DatabasePresence``, given to the worker's ``PresenceTracker``
+    (``tracker_class``, for tests) with a publish function and ``presence_debounce``.
+    ``on_control(event)``: called with each control event (a dict); it must not block.
+    """
+
+    def __init__(self, broker, fetch, presence_store, *, gap_wait=0.5, presence_debounce=2.0,
+                 last_seqs=None, on_control=None, retry_delays=RETRY_DELAYS, tracker_class=None):
+        if tracker_class is None:
+            from chat.presence import PresenceTracker as tracker_class
         self.broker = broker
-        self.fetch = fetch  # (room_id, slug, after, upto) -> [(seq, event or None)]
-        self.presence = presence  # global presence (chat/presence.py)
+        self.fetch = fetch
+        self.last_seqs = last_seqs
         self.gap_wait = gap_wait
-        self.channels = {}
+        self.on_control = on_control
+        self.retry_delays = retry_delays
+        self.tracker = tracker_class(presence_store, self._publish_presence,
+                                     debounce=presence_debounce)
+        self.rooms = {}  # slug -> Room, while this worker has sessions in it
         self.sessions = weakref.WeakSet()  # every open socket of this worker
+        self.unsent = deque()  # (topic, payload) the broker refused, oldest first
+        self.republisher = None
         broker.start(self.receive, self.resync)
 
     def attach(self, session, slug):
-        """Subscribe ``session`` to ``slug``'s events (before reading the room: none is missed)."""
-        channel = self.channels.get(slug)
-        if channel is None:
-            channel = self.channels[slug] = Channel(self, slug)
-        channel.sessions.add(session)
-        return channel
+        """Subscribe ``session`` to ``slug``'s events (before reading the room: none is missed).
+
+        Return the room's cursor, for ``start_at``.
+        """
+        room = self.rooms.get(slug)
+        if room is None:
+            room = self.rooms[slug] = Room(slug, self.fetch, self.gap_wait)
+        room.sessions.add(session)
+        return room.cursor
 
     def enter(self, session, slug):
         """Count ``session`` in the room's presence; return the usernames present anywhere."""
-        channel = self.channels[slug]
-        user = session.username
-        arriving = session not in channel.present
-        if arriving:
-            channel.present.add(session)
-            channel.presence[user] += 1
-        first_anywhere, names = self.presence.arrive(slug, user)
-        if arriving and channel.presence[user] == 1 and first_anywhere:
-            self.publish(slug, presence_event(slug, joined=[user]), skip_user=user)
-        return names
+        room = self.rooms[slug]
+        if session in room.present:
+            self.tracker.leave(slug, session)  # joined again: count this socket once
+        room.present.add(session)  # before enter: detach calls leave even if enter failed
+        return self.tracker.enter(slug, session)
 
     def detach(self, session, slug):
-        """Unsubscribe ``session``; the user's last socket anywhere ends their presence."""
-        channel = self.channels.get(slug)
-        if channel is None:
+        """Unsubscribe ``session``; the tracker ends its presence if it was counted."""
+        room = self.rooms.get(slug)
+        if room is None:
             return
-        channel.sessions.discard(session)
-        user, gone_here = session.username, False
-        if session in channel.present:
-            channel.present.discard(session)
-            channel.presence[user] -= 1
-            if not channel.presence[user]:
-                del channel.presence[user]
-                gone_here = True
-        if not channel.sessions and self.channels.get(slug) is channel:
-            if channel.repairer is not None:
-                channel.repairer.kill(block=False)
-            del self.channels[slug]
-        if gone_here:
-            self._depart(slug, user)  # last: it waits on the database, and others run meanwhile
-
-    def _depart(self, slug, user):
-        try:
-            gone = self.presence.depart(slug, user)
-        except Exception:  # runs as sockets close: the row expires with the heartbeats instead
-            logger.exception("could not record that %s left %s", user, slug)
-            return
-        if gone:
-            self.publish(slug, presence_event(slug, left=[user]))
+        room.sessions.discard(session)
+        counted = session in room.present
+        room.present.discard(session)
+        if not room.sessions and self.rooms.get(slug) is room:
+            room.cursor.close()
+            del self.rooms[slug]
+        if counted:
+            try:
+                self.tracker.leave(slug, session)
+            except Exception:  # runs as sockets close: presence heals with the heartbeats
+                logger.exception("could not record that %s left %s", session.username, slug)
 
     def maintain(self, interval):
-        """Every ``interval`` seconds: refresh this worker's presence, expire dead workers'."""
+        """Every ``interval`` seconds: the presence tracker's upkeep (heartbeat, expiry)."""
         while True:
             gevent.sleep(interval)
             try:
-                self.presence.heartbeat()
-                for slug, user in self.presence.expire():
-                    self.publish(slug, presence_event(slug, left=[user]))
+                self.tracker.upkeep()
             except Exception:
                 logger.exception("presence upkeep failed; trying again in %s s", interval)
 
-    def publish(self, slug, event, seq=None, skip_user=None):
-        """Send ``event`` to the room's members in every worker.
+    def check(self, interval):
+        """Every ``interval`` seconds: catch up every cursor behind ``Room.last_seq``."""
+        while True:
+            gevent.sleep(interval)
+            try:
+                self.check_cursors()
+            except Exception:
+                logger.exception("checking the rooms' cursors failed; trying again in %s s", interval)
+
+    def check_cursors(self):
+        """Compare every cursor with its room's ``last_seq`` (one query); return how many lag.
+
+        A lagging cursor waits ``gap_wait`` before it reads: the seq may be on its way.
+        """
+        cursors = {room.cursor.room_id: room.cursor for room in list(self.rooms.values())
+                   if room.cursor.started}
+        if not cursors:
+            return 0
+        lagging = 0
+        for room_id, last_seq in self.last_seqs(list(cursors)).items():
+            cursor = cursors.get(room_id)
+            if cursor is not None and not cursor.closed and cursor.want(last_seq, now=False):
+                lagging += 1
+        return lagging
+
+    def publish(self, topic, event, seq=None, skip_user=None):
+        """Send ``event`` to the members of room ``topic`` (or EVERYONE, CONTROL) in every worker.
 
         A message (an event with a seq, already committed) reaches this worker's sockets at
         once, not after a round trip through the broker: the sender hears its own message
-        sooner, and the broker's echo is dropped by the room's seq cursor.
+        sooner, and the broker's echo is dropped by the room's cursor. If the broker fails, a
+        message is published again later; an event without seq is delivered here only.
+        ``EventTooLarge`` from the broker is raised to the caller.
         """
         payload = self.payload(event, seq, skip_user)
         if seq is not None:
-            self.receive(slug, payload)
+            self.receive(topic, payload)
         try:
-            self.broker.publish(slug, payload)
-        except Exception:
-            # What was committed is not lost: other workers read it from the database when
-            # their broker is back or the next seq shows the gap.
-            if seq is not None:
-                logger.exception("publishing to %s failed (seq %s); other workers will catch up", slug, seq)
+            self.broker.publish(topic, payload)
+        except EventTooLarge:
+            raise
+        except Exception as error:
+            if seq is None:
+                logger.exception("publishing to %s failed; delivering in this worker only", topic)
+                self.receive(topic, payload)
                 return
-            logger.exception("publishing to %s failed; delivering in this worker only", slug)
-            self.receive(slug, payload)
+            self._publish_later(topic, seq, payload, error)
+
+    def _publish_presence(self, slug, event, skip_user=None):
+        self.publish(slug, event, skip_user=skip_user)
+
+    def _publish_later(self, topic, seq, payload, error):
+        if len(self.unsent) >= UNSENT_MAX:
+            logger.warning("publishing %s#%s failed (%s); %s wait already: left to the cursor checks",
+                           topic, seq, error, len(self.unsent))
+            return
+        self.unsent.append((topic, payload))
+        if self.republisher is None:
+            logger.warning("publishing %s#%s failed (%s); retrying with backoff", topic, seq, error)
+            self.republisher = gevent.spawn(self._republish)
+
+    def _republish(self):
+        """Publish what failed, with backoff; then give up (the other workers' checks read it)."""
+        try:
+            for delay in self.retry_delays:
+                gevent.sleep(delay)
+                if self._publish_unsent():
+                    logger.info("published again what had failed")
+                    return
+            logger.warning("gave up publishing %s messages again; other workers read them "
+                           "from the database", len(self.unsent))
+            self.unsent.clear()
+        finally:
+            self.republisher = None
+
+    def _publish_unsent(self):
+        while self.unsent:
+            topic, payload = self.unsent[0]
+            try:
+                self.broker.publish(topic, payload)
+            except Exception as error:
+                logger.debug("publishing again failed (%s); %s waiting", error, len(self.unsent))
+                return False
+            self.unsent.popleft()  # the one published: others are only ever appended
+        return True
 
     @staticmethod
     def payload(event, seq=None, skip_user=None):
@@ -232,32 +239,76 @@ class Hub:
                             separators=(",", ":")).encode()
         return header + b"\n" + encode(event)
 
-    def receive(self, slug, payload):
-        """Deliver one broker payload to this worker's members of ``slug`` (or to everyone)."""
-        channel = self.channels.get(slug)
-        if channel is None and slug != EVERYONE:
+    def receive(self, topic, payload):
+        """Route one broker payload: to a room here, to every socket, or to ``on_control``.
+
+        Raise ValueError for a payload that cannot be parsed. Never hands a session an empty
+        frame: a message without body is read from the database, another event is dropped.
+        """
+        header, body = parse_payload(payload)
+        if topic == CONTROL:
+            self._control(body)
             return
-        header, _, body = payload.partition(b"\n")
-        header = json.loads(header)
-        frame = encode_frame(body) if body else None  # once, for every recipient
-        if slug == EVERYONE:
+        room = self.rooms.get(topic)
+        if room is None and topic != EVERYONE:
+            return
+        seq = header.get("seq")
+        if seq is not None and topic != EVERYONE:
+            if body and not header.get("by_ref"):
+                room.cursor.offer(seq, encode_frame(body), header.get("t"))
+            else:  # too large for the broker: read it from the database
+                room.cursor.want(seq)
+            return
+        if not body:  # an event without seq sent by reference has nothing to read it from
+            logger.warning("dropped an event without body on %s (too large for the broker)", topic)
+            return
+        frame = encode_frame(body)  # once, for every recipient
+        if topic == EVERYONE:
             for session in list(self.sessions):
                 session.send_frame(frame)
-            return
-        if header["seq"] is None:
-            channel.broadcast(frame, header["skip"])
-        elif header.get("by_ref"):  # too large for the broker: read it from the database
-            channel.read_now(header["seq"])
         else:
-            channel.offer(header["seq"], frame, header.get("t"))
+            room.broadcast(frame, header.get("skip"))
+
+    def _control(self, body):
+        event = json.loads(body)
+        if not isinstance(event, dict):
+            raise ValueError("a control event is a JSON object")
+        if self.on_control is None:
+            logger.debug("no receiver for control event %s", event.get("type"))
+            return
+        try:
+            self.on_control(event)
+        except Exception:
+            logger.exception("the control event %s failed", event.get("type"))
 
     def resync(self):
         """Catch every room up from the database (after the broker may have lost events)."""
-        logger.info("catching %s rooms up from the database", len(self.channels))
-        for channel in list(self.channels.values()):
-            channel.read_now()
+        logger.info("catching %s rooms up from the database", len(self.rooms))
+        for room in list(self.rooms.values()):
+            room.cursor.want(NEWEST)
+
+    def stop(self):
+        """Stop the broker and the retries (the worker's hub is being replaced)."""
+        self.broker.stop()
+        if self.republisher is not None:
+            self.republisher.kill(block=False)
+        for room in list(self.rooms.values()):
+            room.cursor.close()
 
 
-def presence_event(slug, joined=(), left=()):
-    """Build a ``presence`` event."""
-    return {"type": "presence", "room": slug, "joined": list(joined), "left": list(left)}
+def parse_payload(payload):
+    """Split a broker payload into its header (a dict) and body (bytes); raise ValueError."""
+    if not isinstance(payload, (bytes, bytearray)):
+        raise ValueError(f"a broker payload is bytes, not {type(payload).__name__}")
+    line, _, body = bytes(payload).partition(b"\n")
+    header = json.loads(line)  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+    if not isinstance(header, dict):
+        raise ValueError("a broker payload's header is a JSON object")
+    seq, skip, sent = header.get("seq"), header.get("skip"), header.get("t")
+    if seq is not None and (type(seq) is not int or seq < 1):
+        raise ValueError(f"a broker payload's seq is a positive integer, not {seq!r}")
+    if skip is not None and not isinstance(skip, str):
+        raise ValueError(f"a broker payload's skip is a username, not {skip!r}")
+    if sent is not None and type(sent) not in (int, float):
+        raise ValueError(f"a broker payload's t is a time, not {sent!r}")
+    return header, body

@@ -8,10 +8,7 @@ other processes to be heard (the in-process ``memory`` broker reaches only its o
 import logging
 
 from chat import brokers, protocol, runtime
-from chat.hub import EVERYONE, Hub
-
-# TODO(lead): chat.hub.CONTROL once the hub routes control events.
-CONTROL = "!control"
+from chat.hub import CONTROL, EVERYONE, Hub
 
 logger = logging.getLogger(__name__)
 

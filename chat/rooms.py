@@ -132,3 +132,9 @@ def admits(user, room_id):
     with db_work():
         return (Room.objects.filter(id=room_id).filter(Q(private=False) | Q(members=user))
                 .exists())
+
+
+def last_seqs(room_ids):
+    """Return ``{room_id: last_seq}`` for ``room_ids``, in one query."""
+    with db_work():
+        return dict(Room.objects.filter(id__in=room_ids).order_by().values_list("id", "last_seq"))

@@ -1,4 +1,5 @@
-"""The worker's singletons, wired in one visible place: the hub (with its broker) and the limiter.
+"""The worker's singletons, wired in one visible place: the hub (with its broker), the limiter
+and the authority over the sockets.
 
 Built on first use, in the worker after the fork; tests may ``reset()`` them.
 """
@@ -8,26 +9,32 @@ import gevent
 
 from chat import brokers, rooms
 from chat.authority import Authority
-from chat.hub import Hub
+from chat.hub import CONTROL, Hub
 from chat.presence import DatabasePresence
 from chat.ratelimit import RateLimiter
 
-# TODO(lead): chat.hub.CONTROL once the hub routes control events.
-CONTROL_TOPIC = "!control"
-
 _hub = None
+_loops = []  # the hub's and the authority's periodic greenlets
 _limiter = None
 _authority = None
 
 
 def hub():
-    """Return the worker's hub, on the broker named by ``CHAT_BROKER``, keeping presence up."""
+    """Return the worker's hub, on the broker named by ``CHAT_BROKER``, keeping presence up.
+
+    Its loops: presence upkeep every ``CHAT_PRESENCE_HEARTBEAT`` seconds, and the check of
+    every room's cursor against ``Room.last_seq`` every ``CHAT_CURSOR_CHECK_INTERVAL``.
+    """
     global _hub
     if _hub is None:
         _hub = Hub(brokers.from_settings(), fetch=rooms.messages_between,
-                   presence=DatabasePresence(ttl=settings.CHAT_PRESENCE_TTL),
-                   gap_wait=settings.CHAT_GAP_WAIT)
-        gevent.spawn(_hub.maintain, settings.CHAT_PRESENCE_HEARTBEAT)
+                   presence_store=DatabasePresence(ttl=settings.CHAT_PRESENCE_TTL),
+                   gap_wait=settings.CHAT_GAP_WAIT, last_seqs=rooms.last_seqs,
+                   presence_debounce=settings.CHAT_PRESENCE_DEBOUNCE)
+        _loops[:] = [
+            gevent.spawn(_hub.maintain, settings.CHAT_PRESENCE_HEARTBEAT),
+            gevent.spawn(_hub.check, settings.CHAT_CURSOR_CHECK_INTERVAL),
+        ]
         authority()  # control events (revocation, tallies) may arrive from now on
     return _hub
 
@@ -38,12 +45,12 @@ def authority():
     if _authority is None:
         hub_ = hub()
         _authority = Authority(settings.CHAT_SOCKETS_PER_USER,
-                               publish=lambda event: hub_.publish(CONTROL_TOPIC, event),
+                               publish=lambda event: hub_.publish(CONTROL, event),
                                revalidate_interval=settings.CHAT_REVALIDATE_INTERVAL,
                                room_readers=rooms.readers)
         _authority.rooms_of = lambda slug: list(getattr(hub_.channels.get(slug), "sessions", ()))
         hub_.on_control = _authority.apply
-        gevent.spawn(_authority.run_backstop)
+        _loops.append(gevent.spawn(_authority.run_backstop))
     return _authority
 
 
@@ -61,8 +68,10 @@ def limiter():
 
 
 def reset():
-    """Forget the singletons (stopping the broker), so the next use builds them anew."""
+    """Forget the singletons (stopping the broker and the loops), so the next use builds them anew."""
     global _hub, _limiter, _authority
     if _hub is not None:
-        _hub.broker.stop()
+        gevent.killall(_loops, block=False)
+        _loops.clear()
+        _hub.stop()
     _hub = _limiter = _authority = None

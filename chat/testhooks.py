@@ -56,3 +56,26 @@ def _seconds(frame):
 
 
 HOOKS = {"_sleep": test_sleep, "_spin": test_spin, "_worker": test_worker, "_census": test_census}
+
+
+def test_fail_publishes(session, frame):
+    """Test hook: make this worker's next ``count`` broker publishes raise (a lost publish)."""
+    count = frame.fields.get("count")
+    if type(count) is not int or not 0 <= count <= 1000:
+        raise BadRequest("count must be an integer from 0 to 1000", frame.ref)
+    broker = session.hub.broker
+    if not hasattr(broker, "publishes_to_fail"):
+        send = broker.publish
+
+        def failing_publish(topic, payload):
+            if broker.publishes_to_fail > 0:
+                broker.publishes_to_fail -= 1
+                raise OSError("publish failed on purpose (_fail_publishes)")
+            send(topic, payload)
+
+        broker.publish = failing_publish
+    broker.publishes_to_fail = count
+    session.send(event("_failing_publishes", frame.ref, pid=os.getpid(), count=count))
+
+
+HOOKS["_fail_publishes"] = test_fail_publishes

@@ -212,10 +212,15 @@ CHAT_REVALIDATE_INTERVAL = env_number("CHAT_REVALIDATE_INTERVAL", 60.0, float)
 CHAT_MEMBERSHIP_RECHECK = env_number("CHAT_MEMBERSHIP_RECHECK", 5.0, float)
 # Seconds a room waits for a missing seq before reading it from the database.
 CHAT_GAP_WAIT = env_number("CHAT_GAP_WAIT", 0.5, float)
+# How often each worker checks, in one query, that no room's cursor is behind Room.last_seq
+# (a publish that failed for good): a quiet room's last message arrives within this.
+CHAT_CURSOR_CHECK_INTERVAL = env_number("CHAT_CURSOR_CHECK_INTERVAL", 3.0, float)
 # Presence across workers: each worker refreshes its rows this often (seconds); rows older
 # than the TTL belong to a worker that died and are expired.
 CHAT_PRESENCE_HEARTBEAT = env_number("CHAT_PRESENCE_HEARTBEAT", 10.0, float)
 CHAT_PRESENCE_TTL = env_number("CHAT_PRESENCE_TTL", 30.0, float)
+# A user's last socket leaving a room is announced after this long, unless they come back.
+CHAT_PRESENCE_DEBOUNCE = env_number("CHAT_PRESENCE_DEBOUNCE", 2.0, float)
 # Seconds a closing peer gets to read our close frame and answer it.
 CHAT_CLOSE_TIMEOUT = env_number("CHAT_CLOSE_TIMEOUT", 5.0, float)
 # The broker between the hubs of all workers and hosts: "postgres" (LISTEN/NOTIFY on the
