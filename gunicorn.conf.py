@@ -97,12 +97,12 @@ def _remove_metric_files():
 
 def post_worker_init(worker):
     """Warm Django up, start gevent's blocking monitor and close sockets with 1001 on stop."""
-    from chat import monitor, sockets
+    from chat import monitor, shutdown
 
     monitor.warm_up()
     if BLOCKING_MONITOR:
         monitor.start(MAX_BLOCKING_TIME)
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
         previous = signal.getsignal(signum)
-        signal.signal(signum, sockets.going_away_handler(previous))
+        signal.signal(signum, shutdown.going_away_handler(previous))
     logging.getLogger("chat").info("worker %s ready", worker.pid)
