@@ -151,3 +151,18 @@ class LoginFailure(models.Model):
     class Meta:
         indexes = [models.Index(fields=["username", "at"]), models.Index(fields=["address", "at"]),
                    models.Index(fields=["at"])]
+
+
+class EventSpill(models.Model):
+    """An event without a seq too large for a NOTIFY (chat/brokers/postgres.py).
+
+    The NOTIFY carries only the row's id; every worker's listener reads the payload whole.
+    Publishers delete rows a few minutes old.
+    """
+
+    topic = models.TextField(help_text="the room's slug, or * for every socket")
+    payload = models.BinaryField()
+    created = models.DateTimeField(db_default=models.functions.Now())  # the database's clock
+
+    class Meta:
+        indexes = [models.Index(fields=["created"], name="chat_eventspill_created")]
