@@ -1,7 +1,10 @@
 """Rooms and their messages. Each room has a gapless sequence: seq 1, 2, 3, ..."""
+from datetime import timedelta
+
 from django.conf import settings
 from django.db import connection, models
-from django.db.models import Q
+from django.db.models import ExpressionWrapper, Q
+from django.db.models.functions import Now
 from django.utils import timezone
 
 
@@ -117,8 +120,13 @@ class Message(models.Model):
 
 class PresenceQuerySet(models.QuerySet):
     def live(self, ttl):
-        """Rows whose worker sent a heartbeat within ``ttl`` seconds."""
-        return self.filter(seen__gte=timezone.now() - timezone.timedelta(seconds=ttl))
+        """Rows whose worker sent a heartbeat within ``ttl`` seconds, by the database's clock.
+
+        The database's clock, not this host's: ``seen`` is written with ``now()`` in SQL, and
+        hosts whose clocks disagree would otherwise expire each other's users (issue 13).
+        """
+        cutoff = ExpressionWrapper(Now() - timedelta(seconds=ttl), output_field=models.DateTimeField())
+        return self.filter(seen__gte=cutoff)
 
 
 class Presence(models.Model):
@@ -130,8 +138,9 @@ class Presence(models.Model):
 
     room = models.CharField(max_length=50)
     username = models.CharField(max_length=150)
-    worker = models.CharField(max_length=200, help_text="host:pid of the worker holding the sockets")
-    seen = models.DateTimeField(default=timezone.now)
+    worker = models.CharField(max_length=200,
+                              help_text="host:pid:random, the worker process holding the sockets")
+    seen = models.DateTimeField(db_default=Now(), help_text="the last heartbeat, by the database's clock")
 
     objects = PresenceQuerySet.as_manager()
 
