@@ -12,6 +12,7 @@ import time
 from contextlib import contextmanager
 
 import gevent
+import psycopg2.extensions
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections
 from gevent.queue import Empty, LifoQueue
@@ -30,8 +31,8 @@ class ConnectionPool:
     """A fixed number of Django database connections, lent to one greenlet at a time.
 
     Each is a ``DatabaseWrapper`` marked for thread sharing (as Django's live-server tests
-    do), connected on first use and kept open; one that failed is closed and reconnects
-    on its next use.
+    do), connected on first use and kept open. Each one handed back is checked: one that is
+    closed, broken, or left mid-query or mid-transaction is closed and replaced by a new one.
     """
 
     def __init__(self, size, alias=DEFAULT_DB_ALIAS):
@@ -77,17 +78,51 @@ class ConnectionPool:
                 del connections[self.alias]
             else:
                 connections[self.alias] = own
-            self._tidy(wrapper)
+            self._give_back(wrapper)
+
+    def _give_back(self, wrapper):
+        """Put ``wrapper`` back, or an empty slot in its place (a new connection on next use)."""
+        keep = False
+        try:
+            keep = self._reusable(wrapper)
+        finally:  # even when killed during the check: the pool never loses a slot
+            if not keep:
+                self._discard(wrapper)
+                wrapper = None
             self.idle.put(wrapper)
 
-    def _tidy(self, wrapper):
-        if wrapper.in_atomic_block:  # a unit of work must not leave a transaction open
-            wrapper.close()
-        elif wrapper.errors_occurred:
-            if wrapper.connection is not None and not wrapper.is_usable():
-                logger.warning("closing a broken database connection")
-                wrapper.close()
+    def _reusable(self, wrapper):
+        """Tell whether the next borrower may have ``wrapper`` as it is.
+
+        A greenlet killed mid-query (``gevent.kill``, ``gevent.Timeout``) raises out of
+        psycopg2's wait callback, and psycopg2 then closes the connection; Django sees no
+        database error, so ``errors_occurred`` stays False and the next borrower would get
+        "connection already closed" (issue 13). The checks below read libpq's state, no round
+        trip; only a connection that saw an error pays for ``is_usable()``'s ``SELECT 1``.
+        """
+        raw = wrapper.connection
+        if raw is None:
+            return True  # not connected: connects on its next use
+        if wrapper.in_atomic_block:
+            problem = "a transaction left open"
+        elif raw.closed:
+            problem = "closed"
+        elif raw.info.transaction_status != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
+            problem = "a query or transaction unfinished"
+        elif wrapper.errors_occurred and not wrapper.is_usable():
+            problem = "broken"
+        else:
             wrapper.errors_occurred = False
+            return True
+        logger.warning("replacing a pooled database connection: %s", problem)
+        return False
+
+    @staticmethod
+    def _discard(wrapper):
+        try:
+            wrapper.close()
+        except Exception as error:  # it is dropped anyway
+            logger.info("closing a discarded database connection failed: %s", error)
 
     def close(self):
         """Close the connections that are idle now."""

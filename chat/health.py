@@ -6,7 +6,8 @@ database makes the answer 503, never a stalled worker.
 """
 import logging
 
-from django.db import DatabaseError, connection
+import psycopg2
+from django.db import Error, connection
 from django.http import JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
@@ -31,7 +32,7 @@ def healthz(request):
 @require_GET
 def readyz(request):
     """Say whether the database and the broker are reachable: 200 when both are, else 503."""
-    checks = {"database": _database(), "broker": _broker()}
+    checks = {"database": database_state(), "broker": _broker()}
     ready = all(state == "ok" for state in checks.values())
     if not ready:
         logger.warning("not ready: %s", checks)
@@ -39,14 +40,21 @@ def readyz(request):
                         status=200 if ready else 503)
 
 
-def _database():
+def database_state(pool=None, wait=DATABASE_WAIT):
+    """Run ``SELECT 1`` on a connection of ``pool`` (the worker's); return "ok", "busy" or why not.
+
+    Every database error counts, ``InterfaceError`` ("connection already closed") as much as
+    ``OperationalError``: a probe that raises answers 500, and load balancers may read a 500
+    as the application's fault rather than the database's.
+    """
     try:
-        with connection_pool().lend(DATABASE_WAIT), connection.cursor() as cursor:
+        with (pool or connection_pool()).lend(wait), connection.cursor() as cursor:
             cursor.execute("SELECT 1")
     except ServerBusy:
         return "busy"
-    except DatabaseError as error:
-        return f"unreachable: {str(error).strip().splitlines()[0]}"
+    except (Error, psycopg2.Error, OSError) as error:
+        reason = str(error).strip().splitlines()
+        return f"unreachable: {reason[0] if reason else type(error).__name__}"
     return "ok"
 
 

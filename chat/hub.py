@@ -27,6 +27,7 @@ import gevent
 from chat import metrics
 from chat.cursor import NEWEST, Cursor
 from chat.errors import EventTooLarge
+from chat.presence import PresenceTracker
 from chat.protocol import encode
 from chat.wsmends import encode_frame
 
@@ -84,16 +85,14 @@ class Hub:
 
     def __init__(self, broker, fetch, presence_store, *, gap_wait=0.5, presence_debounce=2.0,
                  last_seqs=None, on_control=None, retry_delays=RETRY_DELAYS, tracker_class=None):
-        if tracker_class is None:
-            from chat.presence import PresenceTracker as tracker_class
         self.broker = broker
         self.fetch = fetch
         self.last_seqs = last_seqs
         self.gap_wait = gap_wait
         self.on_control = on_control
         self.retry_delays = retry_delays
-        self.tracker = tracker_class(presence_store, self._publish_presence,
-                                     debounce=presence_debounce)
+        self.tracker = (tracker_class or PresenceTracker)(presence_store, self._publish_presence,
+                                                          debounce=presence_debounce)
         self.rooms = {}  # slug -> Room, while this worker has sessions in it
         self.sessions = weakref.WeakSet()  # every open socket of this worker
         self.unsent = deque()  # (topic, payload) the broker refused, oldest first
@@ -161,7 +160,7 @@ class Hub:
         """
         cursors = {room.cursor.room_id: room.cursor for room in list(self.rooms.values())
                    if room.cursor.started}
-        if not cursors:
+        if not cursors or self.last_seqs is None:
             return 0
         lagging = 0
         for room_id, last_seq in self.last_seqs(list(cursors)).items():

@@ -1,7 +1,10 @@
 """Rooms and their messages. Each room has a gapless sequence: seq 1, 2, 3, ..."""
+from datetime import timedelta
+
 from django.conf import settings
 from django.db import connection, models
-from django.db.models import Q
+from django.db.models import ExpressionWrapper, Q
+from django.db.models.functions import Now
 from django.utils import timezone
 
 
@@ -117,8 +120,13 @@ class Message(models.Model):
 
 class PresenceQuerySet(models.QuerySet):
     def live(self, ttl):
-        """Rows whose worker sent a heartbeat within ``ttl`` seconds."""
-        return self.filter(seen__gte=timezone.now() - timezone.timedelta(seconds=ttl))
+        """Rows whose worker sent a heartbeat within ``ttl`` seconds, by the database's clock.
+
+        The database's clock, not this host's: ``seen`` is written with ``now()`` in SQL, and
+        hosts whose clocks disagree would otherwise expire each other's users (issue 13).
+        """
+        cutoff = ExpressionWrapper(Now() - timedelta(seconds=ttl), output_field=models.DateTimeField())
+        return self.filter(seen__gte=cutoff)
 
 
 class Presence(models.Model):
@@ -130,8 +138,9 @@ class Presence(models.Model):
 
     room = models.CharField(max_length=50)
     username = models.CharField(max_length=150)
-    worker = models.CharField(max_length=200, help_text="host:pid of the worker holding the sockets")
-    seen = models.DateTimeField(default=timezone.now)
+    worker = models.CharField(max_length=200,
+                              help_text="host:pid:random, the worker process holding the sockets")
+    seen = models.DateTimeField(db_default=Now(), help_text="the last heartbeat, by the database's clock")
 
     objects = PresenceQuerySet.as_manager()
 
@@ -151,3 +160,18 @@ class LoginFailure(models.Model):
     class Meta:
         indexes = [models.Index(fields=["username", "at"]), models.Index(fields=["address", "at"]),
                    models.Index(fields=["at"])]
+
+
+class EventSpill(models.Model):
+    """An event without a seq too large for a NOTIFY (chat/brokers/postgres.py).
+
+    The NOTIFY carries only the row's id; every worker's listener reads the payload whole.
+    Publishers delete rows a few minutes old.
+    """
+
+    topic = models.TextField(help_text="the room's slug, or * for every socket")
+    payload = models.BinaryField()
+    created = models.DateTimeField(db_default=models.functions.Now())  # the database's clock
+
+    class Meta:
+        indexes = [models.Index(fields=["created"], name="chat_eventspill_created")]

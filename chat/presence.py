@@ -1,68 +1,288 @@
 """Who is in which room, across every worker and host, kept in PostgreSQL.
 
-Each worker counts its own sockets (chat/hub.py) and writes a row per (room, user) it
-holds; a user is present while any worker holds a row for them. Workers refresh their rows
-every ``CHAT_PRESENCE_HEARTBEAT`` seconds; rows not refreshed for ``CHAT_PRESENCE_TTL``
-(a worker that died without leaving) are expired by whichever worker looks first.
+Each worker counts its own sockets (``PresenceTracker``) and writes a row per (room, user)
+it holds (``DatabasePresence``); a user is present while any worker holds a live row for
+them. Every ``CHAT_PRESENCE_HEARTBEAT`` seconds a worker re-asserts all it holds (an upsert,
+so rows lost meanwhile come back); rows not refreshed for ``CHAT_PRESENCE_TTL`` (a worker
+that died without leaving) are expired by whichever worker looks first. Every timestamp is
+the database's ``now()``: hosts whose clocks disagree must not expire each other's users.
 """
 import logging
 import os
+import secrets
 import socket
+from contextlib import contextmanager
 
+import gevent
 from django.db import connection
-from django.utils import timezone
+from gevent.event import Event
+from gevent.lock import Semaphore
 
 from chat.db import db_work
 from chat.models import Presence
 
 logger = logging.getLogger(__name__)
 
+HEARTBEAT_BATCH = 5000  # (room, user) pairs per upsert statement
+
+_worker = None  # (pid, id): the id is made again in a forked child
+
 
 def worker_id():
-    """Name this worker process: host and pid."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """Name this worker process: host and pid for the logs, and a random part.
+
+    ``host:pid`` alone collides between containers (each one's first worker is often pid 7
+    on a host named after the image), and two workers sharing an id delete each other's rows.
+    """
+    global _worker
+    if _worker is None or _worker[0] != os.getpid():
+        _worker = (os.getpid(), f"{socket.gethostname()[:100]}:{os.getpid()}:{secrets.token_hex(8)}")
+        logger.info("presence worker id %s", _worker[1])
+    return _worker[1]
+
+
+def presence_event(slug, joined=(), left=()):
+    """Build a ``presence`` event."""
+    return {"type": "presence", "room": slug, "joined": list(joined), "left": list(left)}
+
+
+TABLE = Presence._meta.db_table
+LIVE = "seen >= now() - make_interval(secs => %(ttl)s)"
+
+# The CTE's insert is not visible to the SELECT (one snapshot): the caller adds the user.
+ARRIVE = f"""
+    WITH arrived AS (
+        INSERT INTO {TABLE} (room, username, worker, seen)
+        VALUES (%(room)s, %(user)s, %(worker)s, now())
+        ON CONFLICT (room, username, worker) DO UPDATE SET seen = EXCLUDED.seen
+    )
+    SELECT username, bool_or(worker <> %(worker)s) FROM {TABLE}
+    WHERE room = %(room)s AND {LIVE} GROUP BY username"""
+
+DEPART = f"""
+    WITH departed AS (
+        DELETE FROM {TABLE} WHERE room = %(room)s AND username = %(user)s AND worker = %(worker)s
+    )
+    SELECT NOT EXISTS (SELECT 1 FROM {TABLE} WHERE room = %(room)s AND username = %(user)s
+                       AND worker <> %(worker)s AND {LIVE})"""
+
+# xmax = 0 marks a row this statement inserted rather than updated: a row lost meanwhile.
+HEARTBEAT = f"""
+    WITH asserted AS (
+        INSERT INTO {TABLE} (room, username, worker, seen)
+        SELECT room, username, %(worker)s, now()
+        FROM unnest(%(rooms)s::varchar[], %(users)s::varchar[]) AS held(room, username)
+        ON CONFLICT (room, username, worker) DO UPDATE SET seen = EXCLUDED.seen
+        RETURNING room, username, xmax = 0 AS inserted
+    )
+    SELECT room, username FROM asserted a WHERE inserted AND NOT EXISTS (
+        SELECT 1 FROM {TABLE} p WHERE p.room = a.room AND p.username = a.username
+        AND p.worker <> %(worker)s AND p.{LIVE})"""
+
+EXPIRE = f"""
+    WITH expired AS (
+        DELETE FROM {TABLE} WHERE seen < now() - make_interval(secs => %(ttl)s)
+        RETURNING room, username
+    )
+    SELECT DISTINCT room, username FROM expired e WHERE NOT EXISTS (
+        SELECT 1 FROM {TABLE} p WHERE p.room = e.room AND p.username = e.username AND p.{LIVE})
+    ORDER BY room, username"""
 
 
 class DatabasePresence:
-    """Global presence in the ``chat_presence`` table."""
+    """Global presence in the ``chat_presence`` table, one statement per call."""
 
     def __init__(self, ttl):
         self.ttl = ttl
 
+    def _run(self, sql, **params):
+        with db_work(), connection.cursor() as cursor:
+            cursor.execute(sql, {"worker": worker_id(), "ttl": self.ttl, **params})
+            return cursor.fetchall()
+
     def arrive(self, room, username):
         """Record ``username`` in ``room`` here; return (first anywhere?, usernames present)."""
-        me = worker_id()
-        with db_work():
-            Presence.objects.update_or_create(room=room, username=username, worker=me,
-                                              defaults={"seen": timezone.now()})
-            here = Presence.objects.live(self.ttl).filter(room=room)
-            elsewhere = here.filter(username=username).exclude(worker=me).exists()
-            names = sorted(set(here.values_list("username", flat=True)))
-        return not elsewhere, names
+        rows = self._run(ARRIVE, room=room, user=username)
+        elsewhere = any(name == username and other for name, other in rows)
+        return not elsewhere, sorted({name for name, _ in rows} | {username})
 
     def depart(self, room, username):
         """Forget ``username`` in ``room`` here; return whether they are gone everywhere."""
-        with db_work():
-            Presence.objects.filter(room=room, username=username, worker=worker_id()).delete()
-            return not Presence.objects.live(self.ttl).filter(room=room, username=username).exists()
+        [(gone,)] = self._run(DEPART, room=room, user=username)
+        return gone
 
-    def heartbeat(self):
-        """Refresh this worker's rows."""
+    def heartbeat(self, held):
+        """Re-assert this worker's (room, username) pairs ``held``.
+
+        Return the pairs whose rows were missing (deleted during an outage longer than the
+        TTL) and that no other worker holds: other workers may have announced them gone.
+        """
+        held = list(held)
+        if not held:
+            return []
+        back = []
         with db_work():
-            return Presence.objects.filter(worker=worker_id()).update(seen=timezone.now())
+            for start in range(0, len(held), HEARTBEAT_BATCH):
+                batch = held[start:start + HEARTBEAT_BATCH]
+                back += self._run(HEARTBEAT, rooms=[room for room, _ in batch],
+                                  users=[user for _, user in batch])
+        if back:
+            logger.info("presence re-asserted %s users whose rows were lost", len(back))
+        return sorted(back)
 
     def expire(self):
         """Delete rows of workers that stopped refreshing; return (room, username) now gone."""
-        with db_work(), connection.cursor() as cursor:
-            cursor.execute(
-                f"DELETE FROM {Presence._meta.db_table} WHERE seen < %s RETURNING room, username",
-                [timezone.now() - timezone.timedelta(seconds=self.ttl)])
-            expired = set(cursor.fetchall())
-            if not expired:
-                return []
-            still = set(Presence.objects.live(self.ttl).filter(
-                room__in={room for room, _ in expired}).values_list("room", "username"))
-        gone = sorted(expired - still)
+        gone = self._run(EXPIRE)
         if gone:
             logger.info("presence expired for %s users of workers that stopped", len(gone))
         return gone
+
+
+class PresenceTracker:
+    """This worker's sockets per (room, user), told to the store and announced to the rooms.
+
+    A user's last socket leaving schedules the depart after ``debounce`` seconds, and a
+    socket of theirs entering before then cancels it: a user toggling join/leave costs the
+    room's members no events. Store calls for one (room, user) run one at a time, so a
+    depart never overtakes the arrive before it (or the reverse) in the database, and their
+    announcements go out in the same order. A depart also waits for a heartbeat in flight
+    that re-asserts its pair, whose upsert would otherwise bring the row back.
+    """
+
+    def __init__(self, store, publish, debounce=2.0, spawn_later=gevent.spawn_later):
+        self.store = store
+        self.publish = publish  # (slug, event, skip_user=None), Hub.publish
+        self.debounce = debounce
+        self.spawn_later = spawn_later
+        self.sockets = {}  # (slug, username) -> sessions counted here
+        self.leaving = {}  # (slug, username) -> the timer of its depart
+        self.retry = set()  # pairs whose depart failed: upkeep retries them
+        self.locks = {}  # (slug, username) -> [Semaphore, holders and waiters]
+        self.beating = None  # (pairs, Event) while a heartbeat is in flight
+        self.beats = 0  # upkeeps in a row that succeeded
+        self.failing = False
+
+    def enter(self, slug, session):
+        """Count ``session`` in ``slug``; return the usernames present anywhere, sorted."""
+        user = session.username
+        key = (slug, user)
+        counted = self.sockets.setdefault(key, set())
+        arriving = not counted and not self._cancel(key)  # a cancelled depart: still announced
+        counted.add(session)
+        try:
+            with self._serial(key):
+                first_anywhere, names = self.store.arrive(slug, user)
+                if arriving and first_anywhere:
+                    self.publish(slug, presence_event(slug, joined=[user]), skip_user=user)
+        except BaseException:
+            self.leave(slug, session)  # nothing half-counted; its row goes after the debounce
+            raise
+        return names
+
+    def leave(self, slug, session):
+        """Uncount ``session``; the user's last socket here schedules their depart."""
+        key = (slug, session.username)
+        counted = self.sockets.get(key)
+        if not counted or session not in counted:
+            return
+        counted.discard(session)
+        if not counted:
+            del self.sockets[key]
+            self.leaving[key] = self.spawn_later(self.debounce, self._depart_later, key)
+
+    def holds(self):
+        """Return the (slug, username) pairs this worker holds (departs not yet due included)."""
+        return set(self.sockets) | set(self.leaving)
+
+    def upkeep(self):
+        """Re-assert what this worker holds, retry failed departs, expire dead workers' rows.
+
+        Expiry waits for a second upkeep in a row that succeeds: after an outage every worker
+        needs one heartbeat to re-assert its rows, and expiring earlier would announce live
+        users of slower workers gone.
+        """
+        try:
+            self._heartbeat()
+            for key in sorted(self.retry):
+                self._depart(key)
+            self.beats += 1
+            if self.beats >= 2:
+                for slug, user in self.store.expire():
+                    if not self._held((slug, user)):
+                        self.publish(slug, presence_event(slug, left=[user]))
+        except Exception as error:
+            self.beats = 0
+            if not self.failing:
+                logger.warning("presence upkeep failed, retrying every heartbeat: %s", error)
+            self.failing = True
+            return
+        if self.failing:
+            logger.info("presence upkeep works again")
+        self.failing = False
+
+    def flush(self):
+        """Run every depart not yet due now (a stopping worker)."""
+        for key in list(self.leaving):
+            self.leaving.pop(key).kill(block=False)
+            self._depart(key)
+
+    def _heartbeat(self):
+        held = self.holds()
+        done = Event()
+        self.beating = (held, done)
+        try:
+            for slug, user in self.store.heartbeat(sorted(held)):
+                if self._held((slug, user)):  # announced gone by another worker's expiry
+                    self.publish(slug, presence_event(slug, joined=[user]))
+        finally:
+            self.beating = None
+            done.set()
+
+    def _held(self, key):
+        return key in self.sockets or key in self.leaving
+
+    def _cancel(self, key):
+        timer = self.leaving.pop(key, None)
+        if timer is None:
+            return False
+        timer.kill(block=False)
+        return True
+
+    def _depart_later(self, key):
+        self.leaving.pop(key, None)
+        self._depart(key)
+
+    def _depart(self, key):
+        """Tell the store that the user left; announce it if they are gone everywhere."""
+        beat = self.beating
+        if beat is not None and key in beat[0]:
+            beat[1].wait()
+        with self._serial(key):
+            self.retry.discard(key)
+            if self._held(key):  # came back meanwhile
+                return
+            slug, user = key
+            try:
+                gone = self.store.depart(slug, user)
+            except Exception as error:
+                logger.warning("could not record that %s left %s (retrying at the next heartbeat): %s",
+                               user, slug, error)
+                self.retry.add(key)
+                return
+            if gone:
+                self.publish(slug, presence_event(slug, left=[user]))
+
+    @contextmanager
+    def _serial(self, key):
+        """Hold ``key``'s lock: one store call at a time per (room, user)."""
+        entry = self.locks.get(key)
+        if entry is None:
+            entry = self.locks[key] = [Semaphore(), 0]
+        entry[1] += 1
+        try:
+            with entry[0]:
+                yield
+        finally:
+            entry[1] -= 1
+            if not entry[1]:
+                del self.locks[key]

@@ -67,6 +67,53 @@ def test_a_killed_connection_is_replaced(two_slots):
     assert pids[-1] not in ("failed", doomed)
 
 
+def slow_query_on_a_pooled_connection(started):
+    """Borrow a pooled connection and run a query that outlives the test's patience."""
+    with db.db_work():
+        started.append(backend_pid())
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_sleep(30)")
+
+
+def assert_the_next_borrowers_get_working_connections(pool, interrupted_pid):
+    try:
+        for _ in range(3):  # every slot, the one handed back first (LIFO) included
+            with db.db_work():
+                assert backend_pid() != interrupted_pid
+        assert pool.idle.qsize() == pool.size  # the pool kept every slot
+    finally:  # the server runs the sleep on after the client left: end it for the teardown
+        with db.db_work(), connection.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [interrupted_pid])
+
+
+def test_a_greenlet_killed_mid_query_hands_back_no_dead_connection(two_slots):
+    started = []
+    worker = gevent.spawn(slow_query_on_a_pooled_connection, started)
+    gevent.sleep(0.3)
+    assert len(started) == 1, "the query did not start"
+    worker.kill(timeout=10)
+    assert worker.dead
+    assert_the_next_borrowers_get_working_connections(two_slots, started[0])
+
+
+def test_a_query_interrupted_by_a_timeout_hands_back_no_dead_connection(two_slots):
+    started = []
+    with pytest.raises(gevent.Timeout):
+        with gevent.Timeout(0.3):
+            slow_query_on_a_pooled_connection(started)
+    assert_the_next_borrowers_get_working_connections(two_slots, started[0])
+
+
+def test_a_transaction_left_open_is_replaced(two_slots):
+    with db.db_work():
+        doomed = backend_pid()
+        connection.set_autocommit(False)  # a unit of work that forgot to finish its transaction
+        backend_pid()
+    with db.db_work():
+        assert backend_pid() != doomed
+        assert connection.get_autocommit()
+
+
 def test_db_work_admits_no_more_than_its_connections(two_slots):
     inside = []
     most = []

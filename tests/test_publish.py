@@ -10,10 +10,11 @@ from chat.models import Message
 from tests.live import BASE_DIR, connect, join, receive_type, send
 
 
-def manage(database_url, *args):
-    env = {**os.environ, "DATABASE_URL": database_url, "CHAT_BROKER": "postgres"}
+def manage(database_url, *args, stdin=None, **env):
+    """Run ``manage.py`` in its own process on ``database_url`` (``CHAT_BROKER=postgres``)."""
+    env = {**os.environ, "DATABASE_URL": database_url, "CHAT_BROKER": "postgres", **env}
     return subprocess.run([sys.executable, "manage.py", *args], cwd=BASE_DIR, env=env,
-                          capture_output=True, text=True, timeout=60)
+                          input=stdin, capture_output=True, text=True, timeout=60)
 
 
 def test_announce_reaches_a_room_from_another_process(server, make_users, make_room, database_url):
@@ -69,4 +70,27 @@ def test_deleting_a_message_in_the_admin_removes_it_from_open_sockets(
     assert doomed.deleted is True
     send(ws, type="history", room=room)
     assert [m["seq"] for m in receive_type(ws, "history")["messages"]] == [1, 3]
+    ws.close()
+
+
+def test_publish_of_an_event_over_the_maximum_raises_before_anything_is_sent(settings):
+    import pytest
+
+    from chat import publish
+    from chat.errors import EventTooLarge
+
+    settings.CHAT_BROKER = "postgres"
+    with pytest.raises(EventTooLarge, match=r"^the event is \d+ bytes, over the maximum of 1048576 "
+                                            r"bytes \(CHAT_EVENT_MAX_BYTES\)$"):
+        publish.publish("anywhere", {"type": "notice", "body": "y" * 1048576})
+
+
+def test_a_notice_can_be_read_from_standard_input(server, make_users, database_url):
+    [(_, key)] = make_users(1, prefix="stdin")
+    ws = connect(server, key)
+    send(ws, type="whoami")
+    receive_type(ws, "whoami")
+    result = manage(database_url, "announce", "-", stdin="From a file\nof two lines")
+    assert result.returncode == 0, result.stderr
+    assert receive_type(ws, "notice") == {"type": "notice", "body": "From a file\nof two lines"}
     ws.close()

@@ -7,6 +7,7 @@ gunicorns, so they can only arrive through Redis or, after a loss, from the data
 """
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -20,7 +21,9 @@ from django.core.exceptions import ImproperlyConfigured
 
 from chat import brokers
 from chat.brokers.redis import RedisBroker
-from tests.live import collect_messages, connect, free_port, join, receive, send
+from tests.live import collect_messages, connect, free_port, join, receive, receive_type, send
+from tests.test_brokers import ANNOUNCED, skipped_lines, sockets_on_every_worker
+from tests.test_publish import manage
 
 START_TIMEOUT = 10
 
@@ -136,6 +139,11 @@ def wait_subscribed(redis_server, servers, timeout=10):
         time.sleep(0.05)
 
 
+def publish_failed(log, room):
+    """Tell whether the hub logged a failed publish to ``room`` (a message's, or another event's)."""
+    return re.search(rf"publishing (to )?{re.escape(room)}(#\d+)? failed", log) is not None
+
+
 def publish_calls(redis_server):
     with redis_server.client() as client:
         return client.info("commandstats").get("cmdstat_publish", {}).get("calls", 0)
@@ -178,6 +186,61 @@ def test_a_large_message_arrives_whole_on_the_other_server(two_servers, redis_se
     b.close()
 
 
+@pytest.fixture(scope="module")
+def two_workers(start_server, redis_server):
+    """One gunicorn with two workers on the shared Redis."""
+    return start_server(CHAT_BROKER="redis", REDIS_URL=redis_server.url, WEB_CONCURRENCY=2)
+
+
+def test_garbage_published_to_redis_is_skipped_and_the_next_message_reaches_every_worker(
+        two_workers, redis_server, make_users, make_room):
+    room = make_room()
+    sockets = sockets_on_every_worker(two_workers, make_users, room)
+    wait_subscribed(redis_server, [two_workers])
+    with redis_server.client() as client:
+        for _ in range(200):
+            client.publish("chat:*", b"garbage")
+        client.publish(f"chat:{room}", b'{"seq":"one"}\n{}')
+        client.publish(f"chat:{room}", b"\xff\xfe not UTF-8")
+    sender, *_ = sockets.values()
+    send(sender, type="send", room=room, body="after the garbage", ref="after")
+    for ws in sockets.values():
+        [got] = collect_messages(ws, 1)
+        assert (got["body"], got["seq"]) == ("after the garbage", 1)
+    for pid in sockets:
+        lines = skipped_lines(two_workers, pid)
+        assert sum("(JSONDecodeError: " in line for line in lines) == 1, lines  # of 200
+        assert 1 <= len(lines) <= 3, lines
+    assert "Traceback" not in two_workers.log()
+    for ws in sockets.values():
+        ws.close()
+
+
+def test_a_9000_character_announcement_reaches_every_worker_whole_through_redis(
+        two_workers, redis_server, make_users, database_url):
+    sockets = sockets_on_every_worker(two_workers, make_users)
+    wait_subscribed(redis_server, [two_workers])
+    published = publish_calls(redis_server)
+    result = manage(database_url, "announce", ANNOUNCED, CHAT_BROKER="redis", REDIS_URL=redis_server.url)
+    assert result.returncode == 0, result.stderr
+    for ws in sockets.values():
+        assert receive_type(ws, "notice") == {"type": "notice", "body": ANNOUNCED}
+    assert publish_calls(redis_server) - published >= 1  # whole, through Redis
+    for ws in sockets.values():
+        ws.close()
+
+
+def test_an_announcement_over_the_maximum_is_refused_before_it_reaches_redis(
+        redis_server, database_url):
+    published = publish_calls(redis_server)
+    result = manage(database_url, "announce", "-", stdin="y" * 1048576, CHAT_BROKER="redis",
+                    REDIS_URL=redis_server.url)
+    assert result.returncode != 0
+    assert re.search(r"CommandError: The notice is too large to send: the event is \d+ bytes, "
+                     r"over the maximum of 1048576 bytes \(CHAT_EVENT_MAX_BYTES\)\.", result.stderr)
+    assert publish_calls(redis_server) == published
+
+
 def test_messages_sent_while_redis_restarts_reach_the_other_server_once_in_order(
         start_redis, start_server, pair_in_room, measurements):
     own_redis = start_redis()  # this test's own: the others keep theirs running
@@ -210,11 +273,11 @@ def test_messages_sent_while_redis_restarts_reach_the_other_server_once_in_order
     for ws in (a, b):
         assert [m["seq"] for m in collect_messages(ws, 1)] == [7]
         assert_no_more_messages(ws)
-    assert "publishing to " + room + " failed" in one.log()
+    assert publish_failed(one.log(), room)
     for server in (one, two):
         log = server.log()
-        assert log.count("lost the Redis subscription") == 1, log
-        assert "subscribed to chat:* at 127.0.0.1:%d/0 again" % own_redis.port in log, log
+        assert log.count("lost the subscription to chat:*") == 1, log
+        assert "listening on chat:* at 127.0.0.1:%d/0 again" % own_redis.port in log, log
     a.close()
     b.close()
 
@@ -257,7 +320,7 @@ def test_fifty_sockets_sending_at_once_wait_for_the_pools_few_redis_connections(
         f"{len(publishing)} publishing (pool of {pool_size}) + {len(listening)} listening")
     assert len(publishing) == pool_size  # wanted more at once: the pool held them to its size
     assert len(listening) == 1
-    assert "publishing to " + room + " failed" not in server.log()  # they waited; none gave up
+    assert not publish_failed(server.log(), room)  # they waited; none gave up
     for ws in clients:
         ws.close()
 
@@ -272,7 +335,7 @@ def test_the_listener_reconnects_with_backoff_logging_each_change_once(start_red
     broker.start(lambda topic, payload: got.append((topic, payload)), lambda: catch_ups.append(1))
     try:
         assert broker.connected.wait(10)
-        big = os.urandom(1 << 20)  # 1 MiB of any bytes: no limit, no by-reference
+        big = os.urandom(1 << 20)  # 1 MiB of any bytes, the maximum: whole, no by-reference
         broker.publish("room-x", big)
         deadline = time.monotonic() + 10
         while not got:
@@ -298,9 +361,10 @@ def test_the_listener_reconnects_with_backoff_logging_each_change_once(start_red
         lines = [(r.levelname, r.getMessage()) for r in caplog.records
                  if r.name == "chat.brokers.redis" and r.levelno >= logging.INFO]
         assert [level for level, _ in lines] == ["INFO", "WARNING", "INFO"], lines
-        assert lines[1][1].startswith("lost the Redis subscription")
+        assert lines[1][1].startswith("lost the subscription to chat:* at 127.0.0.1:")
         assert lines[2][1].endswith("again; catching up from the database")
-        retries = [r for r in caplog.records if r.getMessage().startswith("subscribing failed again")]
+        again = "listening on chat:* at 127.0.0.1:%d/0 failed again" % own_redis.port
+        retries = [r for r in caplog.records if r.getMessage().startswith(again)]
         assert len(retries) >= 2  # at debug level only
         assert len(catch_ups) == 2
     finally:
@@ -335,10 +399,34 @@ def test_a_redis_that_stops_answering_is_noticed_and_rejoined_once_it_answers(st
             gevent.sleep(0.05)
         warnings = [r.getMessage() for r in caplog.records
                     if r.name == "chat.brokers.redis" and r.levelno >= logging.WARNING]
-        assert warnings == ["lost the Redis subscription at 127.0.0.1:%d/0 (no answer to PING in "
+        assert warnings == ["lost the subscription to chat:* at 127.0.0.1:%d/0 (no answer to PING in "
                             "0.3 s); reconnecting" % own_redis.port]
     finally:
         broker.stop()
+
+
+def test_a_channel_of_its_own_namespaces_the_redis_prefix(redis_server, settings):
+    settings.CHAT_BROKER, settings.REDIS_URL = "redis", redis_server.url
+    default = brokers.from_settings()
+    settings.CHAT_BROKER_CHANNEL = "staging_chat"
+    staging = brokers.from_settings()
+    assert (default.prefix, staging.prefix) == ("chat:", "staging_chat:")
+    heard = {"default": [], "staging": []}
+    default.start(lambda topic, payload: heard["default"].append((topic, payload)))
+    staging.start(lambda topic, payload: heard["staging"].append((topic, payload)))
+    try:
+        assert default.connected.wait(10) and staging.connected.wait(10)
+        default.publish("r", b"to production")
+        staging.publish("r", b"to staging")
+        deadline = time.monotonic() + 10
+        while not (heard["default"] and heard["staging"]):
+            assert time.monotonic() < deadline
+            gevent.sleep(0.01)
+        gevent.sleep(0.2)  # anything crossing over would have arrived by now
+        assert heard == {"default": [("r", b"to production")], "staging": [("r", b"to staging")]}
+    finally:
+        default.stop()
+        staging.stop()
 
 
 def test_the_redis_broker_needs_redis_url_and_gevents_patches(settings, monkeypatch):

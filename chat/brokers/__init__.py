@@ -1,5 +1,6 @@
 """Brokers carry events between the hubs of all workers (and hosts). See ``base.Broker``."""
 import os
+import re
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -9,11 +10,14 @@ BROKERS = {
     "postgres": "chat.brokers.postgres.PostgresBroker",
     "redis": "chat.brokers.redis.RedisBroker",
 }
+# A PostgreSQL identifier (63 bytes at most) that is also safe in a Redis pattern (no * ? [).
+CHANNEL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,63}")
 
 
 def from_settings():
     """Build the broker named by ``CHAT_BROKER``: ``memory``, ``postgres`` or ``redis``."""
     name = settings.CHAT_BROKER
+    channel = broker_channel()
     if name == "memory":
         from chat.brokers.memory import MemoryBroker
 
@@ -21,7 +25,7 @@ def from_settings():
     if name == "postgres":
         from django.db import connections
 
-        from chat.brokers.postgres import PostgresBroker
+        from chat.brokers.postgres import CHANNEL, PostgresBroker
 
         _require_patches(name)
         if settings.CHAT_LISTEN_DATABASE_URL:  # PostgreSQL itself, where DATABASE_URL is PgBouncer
@@ -29,15 +33,24 @@ def from_settings():
         else:
             params = connections["default"].get_connection_params()
         params["application_name"] = f"chat-listener:{os.getpid()}"
-        return PostgresBroker(params)
+        return PostgresBroker(params, channel=channel or CHANNEL)
     if name == "redis":
         from chat.brokers.redis import RedisBroker
 
         _require_patches(name)
         if not settings.REDIS_URL:
             raise ImproperlyConfigured("CHAT_BROKER=redis needs REDIS_URL, e.g. redis://127.0.0.1:6379/0.")
-        return RedisBroker(settings.REDIS_URL)
+        return RedisBroker(settings.REDIS_URL, channel=channel)
     raise ImproperlyConfigured(f"CHAT_BROKER={name!r}: use one of {', '.join(BROKERS)}.")
+
+
+def broker_channel():
+    """Return ``CHAT_BROKER_CHANNEL``, or None when unset (each broker's default)."""
+    channel = getattr(settings, "CHAT_BROKER_CHANNEL", "") or None
+    if channel is not None and not CHANNEL_NAME.fullmatch(channel):
+        raise ImproperlyConfigured(
+            f"CHAT_BROKER_CHANNEL={channel!r}: use 1 to 63 letters, digits, '_', '-' or '.'.")
+    return channel
 
 
 def _require_patches(name):
