@@ -10,7 +10,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from chat import rooms, runtime
+from chat import rooms
 from chat.brokers.memory import MemoryBroker
 from chat.db import db_work
 from chat.errors import EventTooLarge
@@ -106,7 +106,7 @@ class CountingFetch:
 
 def make_hub(broker, fetch=rooms.messages_between, **options):
     options.setdefault("retry_delays", (0.02, 0.05, 0.1))
-    options.setdefault("last_seqs", runtime.last_seqs)
+    options.setdefault("last_seqs", rooms.last_seqs)
     return Hub(broker, fetch=fetch, presence_store=None, tracker_class=FakeTracker,
                gap_wait=GAP_WAIT, **options)
 
@@ -221,7 +221,7 @@ def test_the_check_reads_a_message_whose_publish_was_lost_in_one_query_for_all_r
 
     def last_seqs(room_ids):
         seen.append(sorted(room_ids))
-        return runtime.last_seqs(room_ids)
+        return rooms.last_seqs(room_ids)
 
     fetch = CountingFetch()
     hub = make_hub(MemoryBroker(), fetch, last_seqs=last_seqs)
@@ -242,7 +242,7 @@ def test_last_seqs_reads_every_room_in_one_query(pooled_db, make_room):
     Room.objects.filter(slug=slugs[1]).update(last_seq=7)
     ids = [Room.objects.get(slug=slug).id for slug in slugs]
     with db_work(), CaptureQueriesContext(connection) as queries:
-        assert runtime.last_seqs(ids) == {ids[0]: 0, ids[1]: 7}
+        assert rooms.last_seqs(ids) == {ids[0]: 0, ids[1]: 7}
         assert len(queries) == 1  # read while the pooled connection is still this greenlet's
 
 
