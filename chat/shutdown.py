@@ -15,6 +15,10 @@ def close_all(code, reason):
     for session in sessions:
         session.close(code, reason)
     logger.info("closing %s sockets with %s", len(sessions), code)
+    if hub is not None:
+        # Departs wait CHAT_PRESENCE_DEBOUNCE; a stopping worker may exit first, and its users
+        # would look present until CHAT_PRESENCE_TTL.
+        hub.tracker.flush()
 
 
 def going_away_handler(previous):

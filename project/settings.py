@@ -227,6 +227,11 @@ CHAT_CLOSE_TIMEOUT = env_number("CHAT_CLOSE_TIMEOUT", 5.0, float)
 # database, nothing else to run), "redis" (pub/sub on REDIS_URL) or "memory" (one worker
 # only; tests and benchmarks).
 CHAT_BROKER = os.environ.get("CHAT_BROKER", "postgres")
+# Namespaces the broker per deployment sharing one database or Redis: the NOTIFY channel
+# (default chat_events) or the Redis prefix "<channel>:" (default "chat:").
+CHAT_BROKER_CHANNEL = os.environ.get("CHAT_BROKER_CHANNEL", "")
+# The largest broker payload (event and header) carried whole; publish() raises EventTooLarge above it.
+CHAT_EVENT_MAX_BYTES = env_number("CHAT_EVENT_MAX_BYTES", 1048576)
 # LISTEN cannot pass through PgBouncer in transaction mode: when DATABASE_URL points at one,
 # give the PostgreSQL server itself here (postgres://...); empty means DATABASE_URL.
 CHAT_LISTEN_DATABASE_URL = os.environ.get("CHAT_LISTEN_DATABASE_URL", "")

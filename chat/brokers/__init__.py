@@ -46,7 +46,7 @@ def from_settings():
 
 def broker_channel():
     """Return ``CHAT_BROKER_CHANNEL``, or None when unset (each broker's default)."""
-    channel = getattr(settings, "CHAT_BROKER_CHANNEL", "") or None
+    channel = settings.CHAT_BROKER_CHANNEL or None
     if channel is not None and not CHANNEL_NAME.fullmatch(channel):
         raise ImproperlyConfigured(
             f"CHAT_BROKER_CHANNEL={channel!r}: use 1 to 63 letters, digits, '_', '-' or '.'.")

@@ -21,14 +21,12 @@ from django.conf import settings
 from chat.brokers.skips import SkipLog
 from chat.errors import EventTooLarge
 
-#: The documented maximum size of a broker payload (header and event), in bytes.
-MAX_EVENT_BYTES = 1048576
 RETRY_DELAYS = (0.1, 0.5, 1, 2, 5)  # seconds before each retry to subscribe
 
 
 def max_event_bytes():
     """Return ``CHAT_EVENT_MAX_BYTES``, by default 1 MiB."""
-    return getattr(settings, "CHAT_EVENT_MAX_BYTES", MAX_EVENT_BYTES)
+    return settings.CHAT_EVENT_MAX_BYTES
 
 
 class Broker(ABC):
