@@ -31,7 +31,7 @@ def announce(body, room=None):
     """Send a ``notice`` to one room's sockets, or to every socket when ``room`` is None."""
     fields = {"body": body} if room is None else {"body": body, "room": room}
     publish(room or EVERYONE, protocol.event("notice", **fields))
-    logger.info("announced to %s: %s", room or "everyone", body)
+    logger.info("announced to %s: %s characters", room or "everyone", len(body))  # up to 1 MiB
 
 
 def message_deleted(message):
