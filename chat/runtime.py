@@ -48,7 +48,7 @@ def authority():
                                publish=lambda event: hub_.publish(CONTROL, event),
                                revalidate_interval=settings.CHAT_REVALIDATE_INTERVAL,
                                room_readers=rooms.readers)
-        _authority.rooms_of = lambda slug: list(getattr(hub_.channels.get(slug), "sessions", ()))
+        _authority.rooms_of = lambda slug: list(getattr(hub_.rooms.get(slug), "sessions", ()))
         hub_.on_control = _authority.apply
         _loops.append(gevent.spawn(_authority.run_backstop))
     return _authority
