@@ -14,7 +14,7 @@ import socket
 from contextlib import contextmanager
 
 import gevent
-from django.db import connection
+from django.db import connection, transaction
 from gevent.event import Event
 from gevent.lock import Semaphore
 
@@ -79,6 +79,11 @@ HEARTBEAT = f"""
         SELECT 1 FROM {TABLE} p WHERE p.room = a.room AND p.username = a.username
         AND p.worker <> %(worker)s AND p.{LIVE})"""
 
+# Arrive and depart of one (room, user) take turns across workers: each statement sees one
+# snapshot, so two workers' departs running at once each saw the other's row, and neither
+# announced "left" (a user closing tabs on two workers stayed present for good).
+LOCK_PAIR = "SELECT pg_advisory_xact_lock(hashtextextended(%(room)s || chr(10) || %(user)s, 0))"
+
 EXPIRE = f"""
     WITH expired AS (
         DELETE FROM {TABLE} WHERE seen < now() - make_interval(secs => %(ttl)s)
@@ -92,23 +97,31 @@ EXPIRE = f"""
 class DatabasePresence:
     """Global presence in the ``chat_presence`` table, one statement per call."""
 
-    def __init__(self, ttl):
+    def __init__(self, ttl, worker=None):
         self.ttl = ttl
+        self.worker = worker  # None: this process's worker_id() (tests name two workers)
 
     def _run(self, sql, **params):
         with db_work(), connection.cursor() as cursor:
-            cursor.execute(sql, {"worker": worker_id(), "ttl": self.ttl, **params})
+            cursor.execute(sql, {"worker": self.worker or worker_id(), "ttl": self.ttl, **params})
+            return cursor.fetchall()
+
+    def _run_for_pair(self, sql, **params):
+        """Run ``sql`` after taking the (room, user) lock: its snapshot sees the other turns."""
+        with db_work(), transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(LOCK_PAIR, params)
+            cursor.execute(sql, {"worker": self.worker or worker_id(), "ttl": self.ttl, **params})
             return cursor.fetchall()
 
     def arrive(self, room, username):
         """Record ``username`` in ``room`` here; return (first anywhere?, usernames present)."""
-        rows = self._run(ARRIVE, room=room, user=username)
+        rows = self._run_for_pair(ARRIVE, room=room, user=username)
         elsewhere = any(name == username and other for name, other in rows)
         return not elsewhere, sorted({name for name, _ in rows} | {username})
 
     def depart(self, room, username):
         """Forget ``username`` in ``room`` here; return whether they are gone everywhere."""
-        [(gone,)] = self._run(DEPART, room=room, user=username)
+        [(gone,)] = self._run_for_pair(DEPART, room=room, user=username)
         return gone
 
     def heartbeat(self, held):

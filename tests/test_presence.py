@@ -63,6 +63,19 @@ def test_leaving_one_worker_keeps_presence_held_by_another(presence):
     assert rows() == []
 
 
+def test_two_workers_departing_at_once_announce_the_user_gone_once(presence):
+    """Each statement has one snapshot: unlocked, each depart saw the other's row (issue 11)."""
+    workers = [DatabasePresence(ttl=30, worker=f"host:{n}:x") for n in (1, 2)]
+    for store in workers:
+        store.arrive("r", "ann")
+    for _ in range(5):
+        departs = [gevent.spawn(store.depart, "r", "ann") for store in workers]
+        gevent.joinall(departs, timeout=10, raise_error=True)
+        assert sorted(d.value for d in departs) == [False, True]
+        for store in workers:
+            store.arrive("r", "ann")
+
+
 def test_rows_of_a_dead_worker_expire_and_end_presence(presence):
     add(room="r", username="ghost", worker="dead:1:x", seen=stale())
     add(room="r", username="ann", worker="dead:1:x", seen=stale())

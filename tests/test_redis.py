@@ -455,3 +455,23 @@ def test_the_first_socket_of_a_redis_worker_does_not_block_the_hub(two_servers, 
     time.sleep(0.5)  # the monitor reports within a few of its 0.1 s periods
     for server in two_servers:
         assert REPORT_PREFIX not in server.log()
+
+
+def test_logging_out_on_one_host_closes_that_sessions_sockets_on_the_other(
+        two_servers, make_users):
+    """Revocation crosses hosts through Redis: the socket and the log-out on different servers."""
+    from django.contrib.auth.hashers import make_password
+
+    from tests.live import Browser
+    from tests.test_authority import close_reason, post_and_time
+
+    first, second = two_servers
+    [(username, _)] = make_users(1, prefix="redisout", password=make_password("pass phrase 1"))
+    browser = Browser(first)
+    browser.login(username, "pass phrase 1")
+    ws = connect(second, browser.cookie("sessionid"))
+    send(ws, type="ping", ref="up")
+    assert receive_type(ws, "pong")["ref"] == "up"
+    started, _ = post_and_time(browser, "/accounts/logout/", {}, token_page="/rooms/")
+    assert close_reason(ws, timeout=5) == (4401, "signed out")
+    assert time.monotonic() - started < 1.0
