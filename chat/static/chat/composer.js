@@ -35,6 +35,10 @@ export class Composer {
     this.form.querySelector("fieldset").disabled = false;
   }
 
+  disable() {
+    this.form.querySelector("fieldset").disabled = true;
+  }
+
   submit() {
     const body = this.field.value;
     if (!body.trim()) return; // the protocol refuses bodies of only white space

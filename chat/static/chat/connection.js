@@ -1,14 +1,24 @@
 // The WebSocket to /ws/ and nothing else: opens it, reconnects with exponential backoff and
-// jitter, notices a dead link with application pings, and stops for good on 4401.
+// jitter, notices a dead link with application pings, and stops after the close codes that
+// say "don't retry as is" (docs/protocol.md, section 1): 4401 and the ones in REFUSED.
 
 const FIRST_DELAY = 500; // ms: the first retry waits 250-500 ms
 const MAX_DELAY = 10000; // ms: the backoff stops growing here
 const PING_EVERY = 20000; // ms: a ping without any frame back by the next tick means a dead link
 
 export const UNAUTHORIZED = 4401;
+// What the page says after each: retrying would meet the same answer, so it waits for the user.
+// Any other code (1001, 1006, 1011, 1012, 1013, ...) and network errors are retried.
+export const REFUSED = {
+  1002: "The connection was closed for a protocol error (1002).",
+  1003: "The connection was closed for a protocol error (1003).",
+  1007: "The connection was closed for a protocol error (1007).",
+  1008: "The server refused this connection (policy).",
+  4429: "Too many open connections for this account: close some tabs.",
+};
 
 export class Connection {
-  // handlers: open(), frame(object), state(name, delayMs), unauthorized()
+  // handlers: open(), frame(object), state(name, delayMs), unauthorized(), gaveUp(text)
   constructor(url, handlers) {
     this.url = url;
     this.handlers = handlers;
@@ -42,7 +52,14 @@ export class Connection {
     this.attempt = 0;
   }
 
-  // Stop for good (the room refused us): no more retries.
+  // Connect again after giving up (the user pressed "Reconnect").
+  resume() {
+    this.stopped = false;
+    this.attempt = 0;
+    this.open();
+  }
+
+  // Stop (the room refused us): no more retries.
   stop() {
     this.stopped = true;
     clearTimeout(this.timer);
@@ -86,6 +103,11 @@ export class Connection {
     if (code === UNAUTHORIZED) {
       this.stopped = true;
       this.handlers.unauthorized();
+      return;
+    }
+    if (code in REFUSED) {
+      this.stopped = true;
+      this.handlers.gaveUp(REFUSED[code]);
       return;
     }
     if (!this.stopped) this.scheduleRetry();

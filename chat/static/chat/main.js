@@ -1,14 +1,15 @@
 // The room page: reads the data- attributes the template wrote and wires the connection, the
 // room's sync state and the views together. Each module does one thing:
 //   connection.js  the socket and its reconnects     sync.js      the protocol for one room
+//   seqs.js        which seqs the page accounts for  outbox.js    own messages until confirmed
 //   messages.js    the message log                   composer.js  the message box
-//   presence.js    who is here and who is typing     status.js    connection state, title
+//   presence.js    who is here and who is typing     status.js    connection state, alerts, title
 
 import { Composer } from "./composer.js";
 import { Connection } from "./connection.js";
 import { MessageList } from "./messages.js";
 import { People } from "./presence.js";
-import { Status, UnreadTitle } from "./status.js";
+import { Alert, Status, UnreadTitle } from "./status.js";
 import { RoomSync } from "./sync.js";
 
 function socketUrl(path) {
@@ -24,12 +25,19 @@ function start(root) {
   const unread = new UnreadTitle();
   const announcer = root.querySelector("#announcer");
   const people = new People(root, me);
-  const messages = new MessageList(root, { me, onNearTop: () => sync.loadOlder() });
+  const messages = new MessageList(root, {
+    me,
+    onNearTop: () => sync.loadOlder(),
+    onNearEnd: () => sync.changed(),
+    onExpand: (lo) => sync.expand(lo),
+    onRetry: (ref) => sync.retry(ref),
+  });
+  const alert = new Alert(root.querySelector(".alert"), () => connection.resume());
 
   const view = {
     show(batch, how) {
       messages.show(batch, how);
-      if (how === "older") return;
+      if (how === "older" || how === "expand") return;
       const theirs = batch.filter((m) => m.user !== me);
       for (const m of theirs) people.stopped(m.user);
       unread.add(theirs.length);
@@ -38,12 +46,16 @@ function start(root) {
     },
     pending: (ref, body) => messages.pending(ref, body),
     confirm: (ref) => messages.confirm(ref),
-    failed: (ref, detail) => messages.failed(ref, detail),
+    failed: (ref, detail, canRetry) => messages.failed(ref, detail, canRetry),
+    retrying: (ref) => messages.retrying(ref),
     removed: (seq) => messages.removed(seq),
-    notice(body) {
-      messages.notice(body);
+    notice(body, key) {
+      messages.notice(body, key);
       announcer.textContent = body;
     },
+    gaps: (holes) => messages.gaps(holes),
+    trim: (window, keepMost) => messages.trim(window, keepMost),
+    cleared: () => messages.cleared(),
     presence(names) {
       people.set(names);
       people.stale(false);
@@ -55,34 +67,46 @@ function start(root) {
       status.set("online");
       if (messages.nearTop()) sync.loadOlder(); // a short log: fill the screen
     },
-    older(more) {
-      messages.older(more);
+    older(more, earlier) {
+      messages.older(more, earlier);
       if (more && messages.nearTop()) sync.loadOlder();
     },
     refused(detail) {
       connection.stop();
-      status.set("offline", detail);
+      composer.disable();
+      people.stale(true);
+      status.set("offline");
+      alert.show(detail, { reconnect: false });
     },
     joinFailed: () => connection.drop(),
   };
 
+  const shown = messages.adopt();
   const sync = new RoomSync({
     room: list.dataset.room,
     me,
     seq: Number(list.dataset.seq),
-    shown: messages.adopt(),
+    shown,
     more: list.dataset.more === "1",
     send: (frame) => connection.send(frame),
     view,
   });
+  messages.older(sync.seqs.olderMore, sync.seqs.floor - 1);
 
   const connection = new Connection(socketUrl(root.dataset.ws), {
     open: () => sync.opened(),
     frame: (frame) => sync.handle(frame),
     state(state) {
-      sync.reset();
+      sync.disconnected();
       people.stale(true);
       status.set(state);
+    },
+    gaveUp(text) {
+      // A close code that retrying can't fix (docs/protocol.md, section 1): ask the user.
+      sync.disconnected();
+      people.stale(true);
+      status.set("offline");
+      alert.show(text, { reconnect: true });
     },
     unauthorized() {
       // Signed out (or the session expired): log in, then come back to this room.

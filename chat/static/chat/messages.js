@@ -1,10 +1,13 @@
-// The message log: confirmed messages in seq order, own pending ones below them. Everything a
-// user wrote goes in with textContent, never as HTML.
+// The message log: confirmed messages in seq order, markers for the stretches not loaded
+// ("N earlier messages"), own pending ones below them. Everything a user wrote goes in with
+// textContent, never as HTML. Each item of the list has a key to sort by: a message its seq,
+// a marker or a notice a seq plus or minus a half.
 
 const NEAR = 120; // px from an edge that counts as "at" it
 
 const clock = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
 const dated = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
+const count = new Intl.NumberFormat();
 
 function sameDay(a, b) {
   return a.toDateString() === b.toDateString();
@@ -26,21 +29,42 @@ function part(tag, text, className) {
   return el;
 }
 
+export function earlier(n) {
+  return `${count.format(n)} earlier message${n === 1 ? "" : "s"}`;
+}
+
+function keyOf(el) {
+  return Number(el.dataset.seq ?? el.dataset.key);
+}
+
 export class MessageList {
-  // onNearTop(): the reader reached the top (or clicked "Load older messages").
-  constructor(root, { me, onNearTop }) {
+  // onNearTop(): the reader reached the top (or clicked "Load older messages");
+  // onNearEnd(): the reader is back at the bottom; onExpand(lo): "Load older messages" on the
+  // marker of the stretch that starts at seq lo; onRetry(ref): "retry" on a message not sent.
+  constructor(root, { me, onNearTop, onNearEnd, onExpand, onRetry }) {
     this.me = me;
     this.log = root.querySelector(".log");
     this.list = root.querySelector(".messages");
     this.outbox = root.querySelector(".outbox");
     this.empty = root.querySelector(".empty");
     this.olderButton = root.querySelector(".older");
+    this.earlierCount = root.querySelector(".history-edge .earlier");
     this.beginning = root.querySelector(".beginning");
-    this.onNearTop = onNearTop;
+    this.count = 0; // messages in the list
+    this.hint = null; // the last one inserted: the next of a sorted batch goes right after it
     this.log.addEventListener("scroll", () => {
       if (this.nearTop()) onNearTop();
+      if (this.nearEnd()) onNearEnd();
     });
     this.olderButton.addEventListener("click", () => onNearTop());
+    this.list.addEventListener("click", (event) => {
+      const button = event.target.closest(".gap button");
+      if (button) onExpand(Number(button.closest(".gap").dataset.lo));
+    });
+    this.outbox.addEventListener("click", (event) => {
+      const button = event.target.closest("button.retry");
+      if (button) onRetry(button.closest("li").dataset.ref);
+    });
   }
 
   // The messages the server rendered into the page: their seqs, times shown in local time.
@@ -51,6 +75,7 @@ export class MessageList {
       const time = li.querySelector("time");
       if (time) setTime(time, time.dateTime);
     }
+    this.count = seqs.length;
     this.scrollToEnd();
     return seqs;
   }
@@ -79,30 +104,91 @@ export class MessageList {
     return li;
   }
 
-  // Insert messages (none shown before) at their seq; `older` ones keep the reader's place.
+  // Insert messages (none shown before) at their seq. Older pages keep the reader's place;
+  // live ones follow the conversation when the reader is at the bottom; a marker's page opens
+  // below the marker, where the reader clicked.
   show(messages, how) {
     const log = this.log;
-    const stick = how !== "older" && this.nearEnd();
+    const stick = (how === "live" || how === "resume" || how === "gap") && this.nearEnd();
     const height = log.scrollHeight;
     const top = log.scrollTop;
-    for (const m of messages) this.insert(this.render(m), m.seq);
+    for (const m of messages) this.insert(this.render(m));
+    this.count += messages.length;
     this.empty.hidden = true;
     if (how === "older") log.scrollTop = top + (log.scrollHeight - height);
     else if (stick) this.scrollToEnd();
   }
 
-  insert(li, seq) {
-    const first = this.list.firstElementChild;
-    if (first && Number(first.dataset.seq) > seq) {
-      this.list.insertBefore(li, first); // an older page: before everything
+  insert(li) {
+    const key = keyOf(li);
+    const list = this.list;
+    const hint = this.hint?.parentNode === list ? this.hint : null;
+    this.hint = li;
+    const after = hint?.nextElementSibling;
+    if (hint && keyOf(hint) < key && (!after || keyOf(after) > key)) {
+      list.insertBefore(li, after);
+      return;
+    }
+    const first = list.firstElementChild;
+    if (first && keyOf(first) > key) {
+      list.insertBefore(li, first); // an older page: before everything
       return;
     }
     let next = null; // walk back from the end: live messages belong there
-    for (let el = this.list.lastElementChild; el; el = el.previousElementSibling) {
-      if (el.dataset.seq !== undefined && Number(el.dataset.seq) < seq) break;
-      next = el;
+    for (let el = list.lastElementChild; el && keyOf(el) > key; el = el.previousElementSibling) next = el;
+    list.insertBefore(li, next);
+  }
+
+  // Bound the list: down to `window` messages when the reader is at the bottom, else to
+  // `keepMost` while keeping the reader's place. Return the oldest seq kept, or null.
+  trim(window, keepMost) {
+    const atEnd = this.nearEnd();
+    let drop = this.count - (atEnd ? window : keepMost);
+    if (drop <= 0) return null;
+    const gone = [];
+    let el = this.list.firstElementChild;
+    for (; el && (drop > 0 || el.dataset.seq === undefined); el = el.nextElementSibling) {
+      if (el.dataset.seq !== undefined) drop -= 1;
+      gone.push(el);
     }
-    this.list.insertBefore(li, next);
+    if (!el) return null;
+    const before = el.getBoundingClientRect().top;
+    for (const old of gone) old.remove();
+    this.count -= gone.filter((old) => old.dataset.seq !== undefined).length;
+    if (atEnd) this.scrollToEnd();
+    else this.log.scrollTop += el.getBoundingClientRect().top - before;
+    return Number(el.dataset.seq);
+  }
+
+  // The stretches not loaded ({lo, hi}): one marker each, placed just above seq hi + 1.
+  gaps(holes) {
+    const wanted = new Map(holes.map((h) => [String(h.lo), h]));
+    for (const li of this.list.querySelectorAll("li.gap")) {
+      const hole = wanted.get(li.dataset.lo);
+      if (hole) {
+        li.querySelector(".earlier").textContent = earlier(hole.hi - hole.lo + 1);
+        wanted.delete(li.dataset.lo);
+      } else {
+        li.remove();
+      }
+    }
+    for (const hole of wanted.values()) {
+      const li = document.createElement("li");
+      li.className = "gap";
+      li.dataset.lo = hole.lo;
+      li.dataset.key = hole.lo - 0.5;
+      const button = part("button", "Load older messages");
+      button.type = "button";
+      li.append(part("span", earlier(hole.hi - hole.lo + 1), "earlier"), " ", button);
+      this.insert(li);
+    }
+  }
+
+  // Everything goes (the server's history was reset).
+  cleared() {
+    this.list.replaceChildren();
+    this.count = 0;
+    this.empty.hidden = false;
   }
 
   pending(ref, body) {
@@ -116,30 +202,60 @@ export class MessageList {
     this.scrollToEnd();
   }
 
-  confirm(ref) {
-    this.outbox.querySelector(`li[data-ref="${CSS.escape(ref)}"]`)?.remove();
+  sending(ref) {
+    return this.outbox.querySelector(`li[data-ref="${CSS.escape(ref)}"]`);
   }
 
-  failed(ref, detail) {
-    const li = this.outbox.querySelector(`li[data-ref="${CSS.escape(ref)}"]`);
+  confirm(ref) {
+    this.sending(ref)?.remove();
+  }
+
+  // Not sent: why, and (for a passing failure) a retry button; the reason shows on hover.
+  failed(ref, detail, canRetry) {
+    const li = this.sending(ref);
     if (!li) return;
     li.classList.replace("pending", "failed");
-    li.querySelector(".state").textContent = `not sent: ${detail}`;
+    const state = li.querySelector(".state");
+    if (canRetry) {
+      const button = part("button", "retry", "link retry");
+      button.type = "button";
+      state.replaceChildren("not sent: ", button);
+      state.title = detail;
+    } else {
+      state.textContent = `not sent: ${detail}`;
+    }
+  }
+
+  retrying(ref) {
+    const li = this.sending(ref);
+    if (!li) return;
+    li.classList.replace("failed", "pending");
+    const state = li.querySelector(".state");
+    state.textContent = "sending…";
+    state.removeAttribute("title");
   }
 
   removed(seq) {
-    this.list.querySelector(`li[data-seq="${Number(seq)}"]`)?.remove();
+    const li = this.list.querySelector(`li[data-seq="${Number(seq)}"]`);
+    if (!li) return;
+    li.remove();
+    this.count -= 1;
   }
 
-  notice(body) {
+  // A line from the server or the page, kept at `key` among the messages.
+  notice(body, key) {
     const stick = this.nearEnd();
-    this.list.append(part("li", body, "msg notice"));
+    const li = part("li", body, "notice");
+    li.dataset.key = key;
+    this.insert(li);
     if (stick) this.scrollToEnd();
   }
 
-  // The last older page came: offer more, or say this is where the conversation begins.
-  older(more) {
+  // The top edge: "N earlier messages" and a button to load them, or the beginning.
+  older(more, earlierCount) {
     this.olderButton.hidden = !more;
+    this.earlierCount.hidden = !more || earlierCount <= 0;
+    this.earlierCount.textContent = earlier(earlierCount);
     this.beginning.hidden = more;
   }
 }

@@ -1,5 +1,5 @@
-// What the page tells about itself: the connection state, and unread messages in the title
-// while the tab is hidden.
+// What the page tells about itself: the connection state, why it stopped (with a button to
+// connect again when that may help), and unread messages in the title while the tab is hidden.
 
 const LABELS = {
   connecting: "Connecting…",
@@ -22,6 +22,30 @@ export class Status {
 
   get state() {
     return this.el.dataset.state;
+  }
+}
+
+// A line under the room's title that stays until it is dealt with.
+export class Alert {
+  // onReconnect(): the "Reconnect" button was pressed
+  constructor(el, onReconnect) {
+    this.el = el;
+    this.text = el.querySelector(".alert-text");
+    this.button = el.querySelector(".reconnect");
+    this.button.addEventListener("click", () => {
+      this.hide();
+      onReconnect();
+    });
+  }
+
+  show(text, { reconnect }) {
+    this.text.textContent = text;
+    this.button.hidden = !reconnect;
+    this.el.hidden = false;
+  }
+
+  hide() {
+    this.el.hidden = true;
   }
 }
 

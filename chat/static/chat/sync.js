@@ -1,12 +1,20 @@
-// One room over the connection (PROTOCOL.md): joins and resumes with `since`, keeps track of
-// which seqs are accounted for, fills gaps and pages back with `history`, and delivers each
-// own message exactly once (a `ref` per message, resent as is until its broadcast comes back).
+// One room over the connection (PROTOCOL.md): joins and resumes with `since`, fills holes in
+// the seqs with `history` within a bounded window (seqs.js), pages back on request, starts
+// afresh when the server's seq went down, and hands own messages to the outbox (outbox.js).
 
-const GAP_PAGE = 100; // the protocol's largest history page
-const OLDER_PAGE = 50;
-const RETRY_SEND = 1500; // ms before resending a message refused for a passing reason
-const PASSING = new Set(["rate_limited", "server_error", "not_joined"]);
+import { Outbox } from "./outbox.js";
+import { SeqWindow } from "./seqs.js";
+
+export const LIMITS = {
+  window: 500, // messages kept (and holes filled) while the reader is at the bottom
+  keepMost: 2000, // messages kept wherever the reader is
+  gapPage: 100, // the protocol's largest history page
+  olderPage: 50,
+};
 const FATAL_JOIN = new Set(["forbidden", "unknown_room"]);
+const GAP_RETRY = 1000; // ms before asking again for a hole whose page was refused (rate_limited)
+const RESTARTED = "The server's history was reset: these are its latest messages.";
+const NOT_HERE = "you are not in this room";
 
 // A v4 UUID: crypto.randomUUID where the page is a secure context, else getRandomValues.
 export function newRef() {
@@ -19,40 +27,42 @@ export function newRef() {
 }
 
 export class RoomSync {
-  // view: show(messages, how), pending(ref, body), confirm(ref), failed(ref, detail),
-  //   removed(seq), presence(names), presenceChange(joined, left), typing(user), notice(body),
-  //   joined(), older(more), refused(detail), joinFailed()
-  constructor({ room, me, seq, shown, more, send, view }) {
+  // view: show(messages, how), pending(ref, body), confirm(ref), failed(ref, detail, canRetry),
+  //   retrying(ref), removed(seq), presence(names), presenceChange(joined, left), typing(user),
+  //   notice(body, key), joined(), older(more, earlier), gaps(holes), trim(window, keepMost)
+  //   -> the oldest seq kept, or null; cleared(), refused(detail), joinFailed()
+  constructor({ room, me, seq, shown, more, send, view, limits = LIMITS }) {
     this.room = room;
     this.me = me;
     this.send = send; // frame -> bool
     this.view = view;
-    this.contiguous = seq; // every seq up to this one is shown, or known to be gone
-    this.above = new Set(shown.filter((s) => s > seq)); // seqs above `contiguous` accounted for
-    this.seen = new Set(shown); // every seq ever shown: nothing is shown twice
-    this.lowest = shown.length ? Math.min(...shown) : null;
-    this.olderMore = more; // older messages than `lowest` exist
-    this.outbox = new Map(); // ref -> body of own messages not yet confirmed, in send order
-    this.requests = new Map(); // history ref -> its answer's handler
+    this.limits = limits;
+    this.seqs = new SeqWindow({ top: seq, shown, more, window: limits.window });
+    this.outbox = new Outbox({ transmit: (ref, body) => this.transmit(ref, body), view });
+    this.requests = new Map(); // history ref -> {answered(page), failed()}
     this.joinRef = null;
+    this.joinSince = seq;
     this.joined = false;
-    this.gapInFlight = false;
-    this.olderInFlight = false;
+    this.refusal = null; // why the room is closed to us: we don't join it again
+    this.inFlight = { gap: false, older: false, expand: false };
+    this.markedShown = "";
   }
 
-  // The socket is open: join, resuming after the highest contiguous seq.
+  // The socket is open: join, resuming after the newest seq this page knows.
   opened() {
-    this.reset();
+    this.disconnected();
+    if (this.refusal !== null) return;
     this.joinRef = newRef();
-    this.send({ type: "join", room: this.room, since: this.contiguous, ref: this.joinRef });
+    this.joinSince = this.seqs.top;
+    this.send({ type: "join", room: this.room, since: this.joinSince, ref: this.joinRef });
   }
 
   // The socket is gone: whatever was asked on it will not be answered.
-  reset() {
+  disconnected() {
     this.joined = false;
     this.requests.clear();
-    this.gapInFlight = false;
-    this.olderInFlight = false;
+    this.inFlight = { gap: false, older: false, expand: false };
+    this.outbox.pause();
   }
 
   handle(frame) {
@@ -60,13 +70,16 @@ export class RoomSync {
     switch (frame.type) {
       case "joined":
         return this.onJoined(frame);
+      case "left": // with a reason, the server took us out (e.g. removed from a private room)
+        return frame.reason !== undefined && this.refuse(frame.detail || NOT_HERE);
       case "message":
         this.take([frame], "live");
-        return this.fillGaps();
+        this.seqs.cover(frame.seq, frame.seq);
+        return this.changed();
       case "history": {
-        const handler = this.requests.get(frame.ref);
+        const request = this.requests.get(frame.ref);
         this.requests.delete(frame.ref);
-        return handler && handler(frame);
+        return request && request.answered(frame);
       }
       case "message_deleted":
         return this.view.removed(frame.seq);
@@ -75,125 +88,161 @@ export class RoomSync {
       case "typing":
         return this.view.typing(frame.user);
       case "notice":
-        return this.view.notice(frame.body);
+        return this.view.notice(frame.body, this.seqs.top + 0.5);
       case "error":
         return this.onError(frame);
     }
   }
 
   onJoined(frame) {
+    const restarted = frame.seq < this.seqs.top;
+    if (restarted) this.restart(frame.seq);
     this.joined = true;
     this.view.presence(frame.presence || []);
-    const since = this.contiguous;
     const messages = frame.messages || [];
     this.take(messages, "resume");
     // Without `more`, joined holds everything after `since`; with it, from its first message on.
-    const from = frame.more && messages.length ? messages[0].seq : since + 1;
-    this.account(from, frame.seq);
+    const from = frame.more && messages.length ? messages[0].seq : this.joinSince + 1;
+    this.seqs.cover(from, frame.seq);
     this.view.joined();
-    this.fillGaps();
-    for (const ref of this.outbox.keys()) this.transmit(ref);
+    this.changed();
+    this.outbox.resume();
+    if (restarted) this.loadOlder();
+  }
+
+  // The database behind the server was recreated: what this page shows belongs to another
+  // history, and its seqs would hide the new messages. Start again from the server's seq.
+  restart(seq) {
+    this.requests.clear();
+    this.inFlight = { gap: false, older: false, expand: false };
+    this.seqs.restart(seq);
+    this.joinSince = seq;
+    this.view.cleared();
+    this.markedShown = "";
+    this.view.notice(RESTARTED, seq + 0.5);
+    this.view.older(this.seqs.olderMore, seq);
+  }
+
+  // The room is closed to us (not a member, no such room, removed): say why and stay out.
+  refuse(detail) {
+    this.refusal = detail;
+    this.joined = false;
+    this.outbox.abandon(NOT_HERE);
+    this.view.refused(detail);
   }
 
   onError(frame) {
     const ref = frame.ref;
     if (ref !== undefined && ref === this.joinRef) {
-      if (FATAL_JOIN.has(frame.code)) this.view.refused(frame.detail);
+      if (FATAL_JOIN.has(frame.code)) this.refuse(frame.detail);
       else this.view.joinFailed(); // e.g. the database was busy: again, through the backoff
     } else if (this.outbox.has(ref)) {
-      if (PASSING.has(frame.code)) {
-        setTimeout(() => this.transmit(ref), RETRY_SEND);
-      } else {
-        this.outbox.delete(ref);
-        this.view.failed(ref, frame.detail);
-      }
+      this.outbox.refused(ref, frame.code, frame.detail);
     } else if (this.requests.has(ref)) {
-      this.requests.delete(ref); // a failed page: asked again on the next scroll or reconnect
-      this.gapInFlight = this.olderInFlight = false;
-    } else if (!PASSING.has(frame.code)) {
-      console.warn("chat:", frame.code, frame.detail);
+      const request = this.requests.get(ref);
+      this.requests.delete(ref); // asked again on the next change, scroll or reconnect
+      request.failed();
     }
   }
 
-  // Messages from any source: confirm own pending ones, drop what was shown, show the rest.
+  // Messages from any source: confirm own pending ones, drop what is shown, show the rest.
   take(messages, how) {
+    const older = how === "older";
     const fresh = [];
     for (const m of messages) {
-      if (m.user === this.me && this.outbox.has(m.ref)) {
-        this.outbox.delete(m.ref);
-        this.view.confirm(m.ref);
-      }
-      if (this.seen.has(m.seq)) continue;
-      this.seen.add(m.seq);
-      if (this.lowest === null || m.seq < this.lowest) this.lowest = m.seq;
-      if (m.seq > this.contiguous) this.above.add(m.seq);
-      fresh.push(m);
+      if (m.user === this.me) this.outbox.confirmed(m.ref);
+      if (this.seqs.admit(m.seq, older)) fresh.push(m);
     }
-    this.advance();
     if (fresh.length) this.view.show(fresh, how);
   }
 
-  // Seqs lo..hi are accounted for (shown, or known to be deleted).
-  account(lo, hi) {
-    if (lo <= this.contiguous + 1) this.contiguous = Math.max(this.contiguous, hi);
-    else for (let s = lo; s <= hi; s++) this.above.add(s);
-    this.advance();
+  // After new seqs: fill holes inside the window, keep the window bounded, mark the rest.
+  changed() {
+    this.fillGaps();
+    this.trim();
+    const marked = this.seqs.marked();
+    const shown = marked.map((h) => `${h.lo}-${h.hi}`).join();
+    if (shown !== this.markedShown) this.view.gaps(marked);
+    this.markedShown = shown;
   }
 
-  advance() {
-    while (this.above.has(this.contiguous + 1)) this.above.delete(++this.contiguous);
-    for (const s of this.above) if (s <= this.contiguous) this.above.delete(s);
+  // Drop the oldest messages from the screen (the view decides how many, from the reader's
+  // place); older ones come back through the top edge.
+  trim() {
+    const floor = this.view.trim(this.limits.window, this.limits.keepMost);
+    if (floor === null) return;
+    this.seqs.pruned(floor);
+    this.view.older(true, floor - 1);
   }
 
-  // A seq above a hole was seen: ask for the hole, newest part first, a page at a time.
+  // A hole inside the window: ask for it, newest part first, a page at a time.
   fillGaps() {
-    if (!this.joined || this.gapInFlight || this.above.size === 0) return;
-    const floor = this.contiguous;
-    const before = Math.min(...this.above);
-    const limit = Math.min(GAP_PAGE, before - floor - 1);
-    this.gapInFlight = true;
-    this.request({ before, limit }, (page) => {
-      this.gapInFlight = false;
-      this.take(page.messages, "gap");
+    if (!this.joined || this.inFlight.gap) return;
+    const ask = this.seqs.nextFill(this.limits.gapPage);
+    if (ask) this.fill("gap", ask, "gap");
+  }
+
+  // The reader asked for the messages of a marked hole (the one whose lowest seq is `lo`).
+  expand(lo) {
+    const hole = this.seqs.marked().find((h) => h.lo === lo);
+    if (!hole || !this.joined || this.inFlight.expand) return;
+    const limit = Math.min(this.limits.olderPage, hole.hi - hole.lo + 1);
+    this.fill("expand", { lo: hole.lo, before: hole.hi + 1, limit }, "expand");
+  }
+
+  fill(kind, { lo, before, limit }, how) {
+    this.request(kind, { before, limit }, (page) => {
+      this.take(page.messages, how);
       // The page holds every shown message from its first one (or, without `more`, from the
-      // floor) up to `before`; the seqs in between that it lacks are deleted ones.
-      const from = page.more && page.messages.length ? page.messages[0].seq : floor + 1;
-      this.account(from, before - 1);
-      this.fillGaps();
+      // hole's start) up to `before`; the seqs in between that it lacks are deleted ones.
+      const from = page.more && page.messages.length ? page.messages[0].seq : lo;
+      this.seqs.cover(from, before - 1);
+      this.changed();
     });
   }
 
   // Scrolled back to the top: one more page of older messages, until `more` says stop.
   loadOlder() {
-    if (!this.joined || this.olderInFlight || !this.olderMore) return;
-    const before = this.lowest ?? this.contiguous + 1;
-    this.olderInFlight = true;
-    this.request({ before, limit: OLDER_PAGE }, (page) => {
-      this.olderInFlight = false;
-      this.olderMore = page.more;
+    if (!this.joined || this.inFlight.older || !this.seqs.olderMore) return;
+    this.request("older", { before: this.seqs.floor, limit: this.limits.olderPage }, (page) => {
       this.take(page.messages, "older");
-      this.view.older(page.more);
+      this.seqs.older(page.messages, page.more);
+      this.view.older(page.more, this.seqs.floor - 1);
     });
   }
 
-  request(fields, handler) {
+  request(kind, fields, onPage) {
     const ref = newRef();
-    this.requests.set(ref, handler);
+    this.inFlight[kind] = true;
+    const done = () => {
+      this.inFlight[kind] = false;
+    };
+    this.requests.set(ref, {
+      answered(page) {
+        done();
+        onPage(page);
+      },
+      failed: () => {
+        done();
+        // A hole asked for on our own is asked again; the reader asks again for the others.
+        if (kind === "gap") setTimeout(() => this.fillGaps(), GAP_RETRY);
+      },
+    });
     this.send({ type: "history", room: this.room, ref, ...fields });
   }
 
   // A new own message: pending until its broadcast (same ref) comes back.
   submit(body) {
-    const ref = newRef();
-    this.outbox.set(ref, body);
-    this.view.pending(ref, body);
-    this.transmit(ref);
+    if (this.refusal === null) this.outbox.add(newRef(), body);
   }
 
-  transmit(ref) {
-    const body = this.outbox.get(ref);
-    if (body === undefined || !this.joined) return; // sent (again) after the next `joined`
-    this.send({ type: "send", room: this.room, body, ref });
+  retry(ref) {
+    this.outbox.retry(ref);
+  }
+
+  transmit(ref, body) {
+    if (!this.joined) return false; // sent (again) after the next `joined`
+    return this.send({ type: "send", room: this.room, body, ref });
   }
 
   typing() {
