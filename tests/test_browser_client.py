@@ -384,8 +384,6 @@ def test_a_left_event_with_a_reason_shows_its_detail_and_the_page_stays_out(
     assert len(fake.sockets) == 1 and len(fake.sent("join")) == 1
 
 
-@pytest.mark.xfail(reason="chat/runtime.py reads hub_.channels, which the Hub no longer has (rooms): "
-                          "the eviction's control event fails on the server", strict=False)
 def test_removed_while_in_the_room_the_page_shows_why_and_stays_out(
         server, open_page, make_users, make_room, django_db_blocker, pooled_db):
     [(name, key)] = make_users(1, prefix="removed")
