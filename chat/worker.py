@@ -16,6 +16,8 @@ from gevent.pywsgi import WSGIHandler
 from geventwebsocket.handler import WebSocketHandler
 from gunicorn.workers.ggevent import GeventPyWSGIWorker, PyWSGIHandler, PyWSGIServer
 
+from chat import wsmends
+
 logger = logging.getLogger(__name__)
 
 
@@ -83,6 +85,11 @@ class ChatHandler(WebSocketHandler, PyWSGIHandler):
                            self.environ.get("HTTP_HOST"))
             return self._refuse(b"403 Forbidden", b"This origin may not open a WebSocket here.\n")
         self.max_message_size = settings.CHAT_MAX_MESSAGE_BYTES
+        # Frame floods (chat/wsmends.py): ping and pong frames come in bursts of twice the rate.
+        self.max_fragments = getattr(settings, "CHAT_MAX_FRAGMENTS", wsmends.DEFAULT_MAX_FRAGMENTS)
+        rate = getattr(settings, "CHAT_CONTROL_FRAMES_PER_SECOND",
+                       wsmends.DEFAULT_CONTROL_FRAMES_PER_SECOND)
+        self.control_frames_per_second, self.control_frames_burst = rate, 2 * rate
         if settings.CHAT_SOCKET_SEND_BUFFER:
             # Bounds what the kernel holds for a slow reader (up to 4 MiB a socket by default),
             # so that a stalled client fills its send queue, and is closed, sooner.

@@ -3,6 +3,13 @@
 ``MendedWebSocket`` limits message size before reading, rejects unmasked client frames,
 validates UTF-8 once per message at C speed, sends real close codes and serialises writes.
 
+Floods: while a client's bytes are buffered, reading them never waits, so the reader would
+never hand the hub to anyone else (a flood of 6-byte pongs stalled the worker for seconds,
+issue 11). It yields after every message and every ``YIELD_EVERY_FRAMES`` frames, always
+between two frames. A message may come in at most ``max_fragments`` frames (then 1009), and
+ping and pong frames are held to ``control_frames_per_second``, in bursts of
+``control_frames_burst`` (then 1008). The handler sets these, like ``max_message_size``.
+
 Closing: ``close()`` sends the close frame and leaves TCP alone, so that a reader still in
 ``receive()`` reads the client's close reply (RFC 6455 section 5.5.1) and returns None; the
 handler then closes TCP, server first (section 7.1.1). When the reply is overdue, or a write
@@ -13,6 +20,7 @@ import socket
 import struct
 import time
 
+import gevent
 from gevent.lock import RLock
 from geventwebsocket.exceptions import FrameTooLargeException, ProtocolError, WebSocketError
 from geventwebsocket.websocket import MSG_ALREADY_CLOSED, MSG_SOCKET_DEAD, Header, WebSocket
@@ -20,6 +28,13 @@ from geventwebsocket.websocket import MSG_ALREADY_CLOSED, MSG_SOCKET_DEAD, Heade
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_MESSAGE_SIZE = 65536
+DEFAULT_MAX_FRAGMENTS = 128
+#: Ping and pong frames a second; the server and browsers ping every 20 to 25 s.
+DEFAULT_CONTROL_FRAMES_PER_SECOND = 10.0
+#: Frames read between two yields to the hub: a yield costs about a microsecond.
+YIELD_EVERY_FRAMES = 16
+TOO_MANY_FRAGMENTS = "message in too many fragments"
+TOO_MANY_CONTROL_FRAMES = "too many control frames"
 _OPCODES = frozenset((0x0, 0x1, 0x2, 0x8, 0x9, 0xA))  # RFC 6455 section 5.2; others reserved
 _MAX_CLOSE_REASON = 123  # section 5.5: control payloads <= 125 bytes, 2 of them the code
 _NO_STATUS_RECEIVED = 1005  # section 7.1.5
@@ -61,17 +76,37 @@ def encode_frame(payload, opcode=WebSocket.OPCODE_TEXT):
     return header + payload
 
 
+class LimitExceeded(ProtocolError):
+    """The peer went over one of our limits: close with ``code`` and ``reason``."""
+
+    def __init__(self, code, reason):
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
 class MendedWebSocket(WebSocket):
     """The WebSocket that ``WebSocketHandler`` builds once patched.
 
     ``close_code``: code of the first close frame sent or received (1005 for a peer's close
     without one), None while there was none."""
 
-    __slots__ = ("max_message_size", "last_received", "close_code", "_write_lock", "_raw_socket")
+    __slots__ = ("max_message_size", "max_fragments", "control_frames_per_second",
+                 "control_frames_burst", "clock", "last_received", "close_code", "_write_lock",
+                 "_raw_socket", "_control_tokens", "_control_updated", "_unyielded")
 
     def __init__(self, environ, stream, handler):
         super().__init__(environ, stream, handler)
         self.max_message_size = getattr(handler, "max_message_size", DEFAULT_MAX_MESSAGE_SIZE)
+        self.max_fragments = getattr(handler, "max_fragments", DEFAULT_MAX_FRAGMENTS)
+        rate = getattr(handler, "control_frames_per_second", DEFAULT_CONTROL_FRAMES_PER_SECOND)
+        self.control_frames_per_second = rate
+        self.control_frames_burst = getattr(handler, "control_frames_burst", 2 * rate)
+        self.clock = getattr(handler, "clock", time.monotonic)  # for the control-frame budget
+        # A token bucket in two slots: an object of its own would cost every idle socket more.
+        self._control_tokens = float(self.control_frames_burst)
+        self._control_updated = self.clock()
+        self._unyielded = 0  # frames read since the reader last yielded to the hub
         self.last_received = time.monotonic()
         self.close_code = None
         self._write_lock = RLock()  # reentrant: close() holds it around send_raw()
@@ -118,17 +153,19 @@ class MendedWebSocket(WebSocket):
         fragments = []
         size = 0
         while True:
+            self._pace()
             header, payload = self.read_frame(self.max_message_size - size)
             f_opcode = header.opcode
-            if f_opcode == self.OPCODE_PING:
-                self.handle_ping(header, payload)
-                continue
-            if f_opcode == self.OPCODE_PONG:
-                self.handle_pong(header, payload)
-                continue
             if f_opcode == self.OPCODE_CLOSE:
-                self.handle_close(header, payload)
+                self.handle_close(header, payload)  # never refused: it ends the connection
                 return None
+            if f_opcode >= 0x8:
+                self._spend_control_token()
+                if f_opcode == self.OPCODE_PING:
+                    self.handle_ping(header, payload)
+                else:
+                    self.handle_pong(header, payload)
+                continue
             if f_opcode == self.OPCODE_CONTINUATION:
                 if opcode is None:
                     raise ProtocolError("Continuation frame outside a message")  # section 5.4
@@ -136,15 +173,38 @@ class MendedWebSocket(WebSocket):
                 raise ProtocolError("New message inside a fragmented one")  # section 5.4
             else:
                 opcode = f_opcode
+            if len(fragments) >= self.max_fragments:
+                # Empty fragments never reach the byte limit: without this, a list without end.
+                raise LimitExceeded(1009, TOO_MANY_FRAGMENTS)
             fragments.append(payload)
             size += len(payload)
             if header.fin:
                 break
+        self._unyielded = YIELD_EVERY_FRAMES  # the next read yields first: one message a turn
         message = b"".join(fragments)
         if opcode == self.OPCODE_TEXT:
             # Once per message: strict decoding raises UnicodeDecodeError (section 8.1).
             return message.decode("utf-8")
         return message
+
+    def _pace(self):
+        """Yield to the hub if ``YIELD_EVERY_FRAMES`` frames were read since the last yield.
+
+        Called between frames only, so no frame is cut: a greenlet that closes the socket
+        meanwhile just ends the next read."""
+        if self._unyielded >= YIELD_EVERY_FRAMES:
+            self._unyielded = 0
+            gevent.sleep(0)
+        self._unyielded += 1
+
+    def _spend_control_token(self):
+        """Spend one token of the ping and pong budget; raise LimitExceeded when there is none."""
+        now = self.clock()
+        refill = (now - self._control_updated) * self.control_frames_per_second
+        self._control_tokens = min(self.control_frames_burst, self._control_tokens + refill) - 1
+        self._control_updated = now
+        if self._control_tokens < 0:
+            raise LimitExceeded(1008, TOO_MANY_CONTROL_FRAMES)
 
     def handle_close(self, header, payload):
         """Record the peer's close code and echo it with its reason (section 5.5.1)."""
@@ -171,6 +231,9 @@ class MendedWebSocket(WebSocket):
             return None
         try:
             return self.read_message()
+        except LimitExceeded as exc:  # before ProtocolError, its base class
+            logger.info("Closing with %s: %s", exc.code, exc.reason)
+            self.close(exc.code, exc.reason)
         except FrameTooLargeException as exc:  # before ProtocolError, its base class
             self._fail(1009, exc)
         except UnicodeError as exc:

@@ -25,7 +25,9 @@ from geventwebsocket.utf8validator import Utf8Validator
 from hypothesis import given, strategies as st
 
 from chat import wsmends
-from chat.wsmends import DEFAULT_MAX_MESSAGE_SIZE, MendedWebSocket, encode_frame
+from chat.wsmends import (DEFAULT_CONTROL_FRAMES_PER_SECOND, DEFAULT_MAX_FRAGMENTS,
+                          DEFAULT_MAX_MESSAGE_SIZE, YIELD_EVERY_FRAMES, MendedWebSocket,
+                          encode_frame)
 
 TIMEOUT = 5  # seconds; bounds every wait
 SMALL_LIMIT = 1024
@@ -47,11 +49,11 @@ ORIGINAL_MASK_PAYLOAD = _load_pristine_websocket_module().Header.mask_payload
 class EchoServer:
     """Echo messages; on the text ``close:<code>:<reason>`` close with that code and reason."""
 
-    def __init__(self, max_message_size=None):
+    def __init__(self, **limits):
+        """``limits``: attributes of the handler, as chat/worker.py sets them."""
         handler_class = WebSocketHandler
-        if max_message_size is not None:
-            handler_class = type("LimitedHandler", (WebSocketHandler,),
-                                 {"max_message_size": max_message_size})
+        if limits:
+            handler_class = type("LimitedHandler", (WebSocketHandler,), limits)
         self.sockets = gevent.queue.Queue()  # each connection's server-side WebSocket
         self.outcomes = gevent.queue.Queue()  # None when a receive loop ended, else its exception
         self.server = WSGIServer(("127.0.0.1", 0), self.app, handler_class=handler_class, log=None)
@@ -364,6 +366,182 @@ def test_peer_close_without_code_is_answered_with_1000_and_recorded_as_1005(smal
 def test_invalid_peer_close_gets_the_matching_code(raw, payload, code):
     raw.send_frame(payload, CLOSE)
     assert raw.recv_close() == (code, b"")
+
+
+# Floods: fragments per message, control frames per second, yields to the hub
+
+
+class FakeClock:
+    """The control-frame budget's clock, moved by the test only."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def clock():
+    return FakeClock()
+
+
+@pytest.fixture
+def budgeted(clock):
+    """4 fragments a message; 2 control frames a second, 3 at once, on the fake clock."""
+    server = EchoServer(max_fragments=4, control_frames_per_second=2.0, control_frames_burst=3,
+                        clock=clock)
+    yield server
+    server.server.stop(timeout=1)
+
+
+@pytest.fixture
+def unlimited():
+    """Limits out of reach: only the yields are left to watch."""
+    server = EchoServer(max_fragments=10**9, control_frames_per_second=1e9)
+    yield server
+    server.server.stop(timeout=1)
+
+
+def frame_bytes(payload, opcode=TEXT, fin=True):
+    """A masked client frame of up to 125 bytes, as bytes: to send many in one write."""
+    key = os.urandom(4)
+    head = struct.pack("!BB", fin << 7 | opcode, 0x80 | len(payload))
+    return head + key + wsmends.mask(payload, key)
+
+
+def fragments(parts, opcode=TEXT, between=b""):
+    """One message in ``parts``, with the bytes ``between`` after each fragment but the last."""
+    last = len(parts) - 1
+    return b"".join(frame_bytes(part, CONTINUATION if i else opcode, fin=i == last)
+                    + (between if i < last else b"") for i, part in enumerate(parts))
+
+
+def test_limits_come_from_the_handler_with_defaults_for_a_plain_one(default, budgeted):
+    RawClient(default.port).close()
+    ws = default.next_socket()
+    assert (ws.max_fragments, ws.control_frames_per_second, ws.control_frames_burst) == (
+        DEFAULT_MAX_FRAGMENTS, DEFAULT_CONTROL_FRAMES_PER_SECOND, 20.0)
+    assert (DEFAULT_MAX_FRAGMENTS, DEFAULT_CONTROL_FRAMES_PER_SECOND) == (128, 10.0)
+    RawClient(budgeted.port).close()
+    ws = budgeted.next_socket()
+    assert (ws.max_fragments, ws.control_frames_per_second, ws.control_frames_burst) == (4, 2.0, 3)
+
+
+def test_message_in_the_most_fragments_echoes_whole_and_one_more_gets_1009(budgeted):
+    client = RawClient(budgeted.port)
+    client.sock.sendall(fragments([b"a", b"b", b"", b"c"]))
+    assert client.recv_frame() == (True, TEXT, b"abc")
+    client.sock.sendall(fragments([b"a", b"b", b"", b"c", b"d"]))
+    assert client.recv_close() == (1009, b"message in too many fragments")
+    assert budgeted.next_outcome() is None
+    client.close()
+
+
+def test_endless_empty_continuations_get_1009_after_the_default_128_fragments(default):
+    client = RawClient(default.port)
+    client.sock.sendall(fragments([b"["] + [b""] * 126 + [b"]"]))  # 128 fragments
+    assert client.recv_frame() == (True, TEXT, b"[]")
+    empty = frame_bytes(b"", CONTINUATION, fin=False)
+    client.sock.sendall(frame_bytes(b"[", fin=False) + empty * 1000)
+    assert client.recv_close() == (1009, b"message in too many fragments")
+    assert default.next_outcome() is None
+    client.close()
+
+
+def test_control_frames_between_fragments_do_not_count_as_fragments(budgeted):
+    client = RawClient(budgeted.port)
+    client.sock.sendall(fragments([b"a", b"b", b"c", b"d"], between=frame_bytes(b"p", PONG)))
+    assert client.recv_frame() == (True, TEXT, b"abcd")
+    client.close()
+
+
+@pytest.mark.parametrize("opcode", [PING, PONG])
+def test_control_frames_beyond_the_burst_get_1008(budgeted, opcode):
+    client = RawClient(budgeted.port)
+    client.sock.sendall(frame_bytes(b"x", opcode) * 4)
+    if opcode == PING:
+        assert [client.recv_frame() for _ in range(3)] == [(True, PONG, b"x")] * 3
+    assert client.recv_close() == (1008, b"too many control frames")
+    assert budgeted.next_outcome() is None
+    client.close()
+
+
+def test_control_budget_refills_at_its_rate_up_to_the_burst(budgeted, clock):
+    client = RawClient(budgeted.port)
+    for advance, pings in [(0, 3), (1.0, 2), (0.5, 1), (3600, 3)]:  # 2 a second, at most 3
+        clock.now += advance
+        client.sock.sendall(frame_bytes(b"p", PING) * pings)
+        assert [client.recv_frame() for _ in range(pings)] == [(True, PONG, b"p")] * pings
+    client.sock.sendall(frame_bytes(b"p", PING))
+    assert client.recv_close() == (1008, b"too many control frames")
+    client.close()
+
+
+def test_close_frame_is_echoed_though_the_control_budget_is_spent(budgeted):
+    client = RawClient(budgeted.port)
+    client.sock.sendall(frame_bytes(b"", PONG) * 3)
+    client.send_close(1000, b"bye")
+    assert client.recv_close() == (1000, b"bye")
+    assert budgeted.next_outcome() is None
+    client.close()
+
+
+def test_default_control_budget_takes_a_burst_of_20_and_closes_on_the_21st(default):
+    client = RawClient(default.port)
+    client.sock.sendall(frame_bytes(b"", PING) * 21)
+    assert [client.recv_frame() for _ in range(20)] == [(True, PONG, b"")] * 20
+    assert client.recv_close() == (1008, b"too many control frames")
+    client.close()
+
+
+def reader_turns_given_away(server, data, reply_frames):
+    """Send ``data`` in one write; count the distinct frame times another greenlet saw.
+
+    ``last_received`` changes with every frame read: each value seen by a greenlet that
+    runs whenever the hub lets it marks a turn the reader gave away between two frames."""
+    client = RawClient(server.port)
+    ws = server.next_socket()
+    seen = set()
+
+    def watch():
+        while True:
+            seen.add(ws.last_received)
+            gevent.sleep(0)
+
+    watcher = gevent.spawn(watch)
+    try:
+        client.sock.sendall(data)
+        replies = [client.recv_frame() for _ in range(reply_frames)]
+    finally:
+        watcher.kill()
+        client.close()
+    return len(seen), replies
+
+
+def test_reader_yields_to_the_hub_every_16_control_frames_of_a_buffered_flood(unlimited):
+    pongs = 100 * YIELD_EVERY_FRAMES
+    turns, replies = reader_turns_given_away(
+        unlimited, frame_bytes(b"", PONG) * pongs + frame_bytes(b"done"), 1)
+    assert replies == [(True, TEXT, b"done")]
+    assert YIELD_EVERY_FRAMES == 16
+    assert turns >= pongs // YIELD_EVERY_FRAMES - 1, f"{turns} turns in {pongs} frames"
+
+
+def test_reader_yields_to_the_hub_after_every_message(unlimited):
+    turns, replies = reader_turns_given_away(unlimited, frame_bytes(b"m") * 50, 50)
+    assert replies == [(True, TEXT, b"m")] * 50
+    assert turns >= 49, f"{turns} turns in 50 messages"
+
+
+def test_fragmented_message_survives_the_yields_between_its_frames(unlimited):
+    client = RawClient(unlimited.port)
+    pings = frame_bytes(b"p", PING) * (3 * YIELD_EVERY_FRAMES)
+    client.sock.sendall(fragments([b"caf", b"\xc3", b"\xa9"], between=pings))
+    assert [client.recv_frame() for _ in range(6 * YIELD_EVERY_FRAMES)] == [(True, PONG, b"p")] * (
+        6 * YIELD_EVERY_FRAMES)
+    assert client.recv_frame() == (True, TEXT, "café".encode())
+    client.close()
 
 
 # close(), shutdown(), dead peers
