@@ -67,7 +67,8 @@ def check_chat_settings(app_configs, **kwargs):
              "CHAT_SEND_QUEUE_SIZE", "CHAT_DB_CONCURRENCY", "CHAT_DB_WAIT_TIMEOUT",
              "CHAT_OFFLOAD_THREADS", "CHAT_HANDSHAKE_TIMEOUT", "CHAT_SEND_QUEUE_BYTES",
              "CHAT_DB_FRAME_RATE", "CHAT_DB_FRAME_BURST", "CHAT_TYPING_RATE", "CHAT_TYPING_BURST",
-             "CHAT_SOCKETS_PER_USER", "CHAT_REVALIDATE_INTERVAL"]
+             "CHAT_SOCKETS_PER_USER", "CHAT_REVALIDATE_INTERVAL", "CHAT_EVENT_MAX_BYTES",
+             "CHAT_MAX_FRAGMENTS", "CHAT_CONTROL_FRAMES_PER_SECOND"]
     errors = [Error(f"{name} must be a positive number, not {getattr(settings, name)!r}.",
                     id="chat.E006")
               for name in names if not getattr(settings, name) > 0]

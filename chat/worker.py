@@ -86,9 +86,8 @@ class ChatHandler(WebSocketHandler, PyWSGIHandler):
             return self._refuse(b"403 Forbidden", b"This origin may not open a WebSocket here.\n")
         self.max_message_size = settings.CHAT_MAX_MESSAGE_BYTES
         # Frame floods (chat/wsmends.py): ping and pong frames come in bursts of twice the rate.
-        self.max_fragments = getattr(settings, "CHAT_MAX_FRAGMENTS", wsmends.DEFAULT_MAX_FRAGMENTS)
-        rate = getattr(settings, "CHAT_CONTROL_FRAMES_PER_SECOND",
-                       wsmends.DEFAULT_CONTROL_FRAMES_PER_SECOND)
+        self.max_fragments = settings.CHAT_MAX_FRAGMENTS
+        rate = settings.CHAT_CONTROL_FRAMES_PER_SECOND
         self.control_frames_per_second, self.control_frames_burst = rate, 2 * rate
         if settings.CHAT_SOCKET_SEND_BUFFER:
             # Bounds what the kernel holds for a slow reader (up to 4 MiB a socket by default),

@@ -177,6 +177,10 @@ CHAT_WS_PATH = "/ws/"
 # Seconds a client gets to send its request line and headers (slowloris; chat/worker.py).
 CHAT_HANDSHAKE_TIMEOUT = env_number("CHAT_HANDSHAKE_TIMEOUT", 10.0, float)
 CHAT_MAX_MESSAGE_BYTES = env_number("CHAT_MAX_MESSAGE_BYTES", 65536)
+# Frame floods (chat/wsmends.py): the most frames one message may come in (one more: 1009),
+# and the ping and pong frames a socket may send a second, in bursts of twice as many (1008).
+CHAT_MAX_FRAGMENTS = env_number("CHAT_MAX_FRAGMENTS", 128)
+CHAT_CONTROL_FRAMES_PER_SECOND = env_number("CHAT_CONTROL_FRAMES_PER_SECOND", 10.0, float)
 CHAT_PING_INTERVAL = env_number("CHAT_PING_INTERVAL", 25.0, float)
 CHAT_IDLE_TIMEOUT = env_number("CHAT_IDLE_TIMEOUT", 60.0, float)
 CHAT_SEND_QUEUE_SIZE = env_number("CHAT_SEND_QUEUE_SIZE", 1000)
