@@ -16,7 +16,6 @@ from gevent.pywsgi import WSGIHandler
 from geventwebsocket.handler import WebSocketHandler
 from gunicorn.workers.ggevent import GeventPyWSGIWorker, PyWSGIHandler, PyWSGIServer
 
-from chat import wsmends
 
 logger = logging.getLogger(__name__)
 
