@@ -42,6 +42,9 @@ class RevocationMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
+        if request.environ.get("wsgi.websocket") is not None:
+            # A socket's "request" lasts as long as the socket: nothing may wait for its end.
+            return self.get_response(request)
         old_key = request.COOKIES.get(settings.SESSION_COOKIE_NAME)
         token = _deferred.set([])
         try:
