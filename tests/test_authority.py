@@ -129,7 +129,7 @@ def test_a_password_change_closes_the_other_sessions_and_keeps_its_own(
         "old_password": PASSWORD, "new_password1": PASSWORD + " 2", "new_password2": PASSWORD + " 2"})
     started = time.monotonic()  # the change is published as its response goes out
     assert response.url.endswith("/accounts/password_change/done/")
-    assert_closed(doomed, 4401, "password changed: sign in again", started, "password change")
+    assert_closed(doomed, 4401, "password changed: sign in again", started, "password change, from its response")
     time.sleep(0.5)  # what would close the kept sockets has had its chance
     for ws in kept:
         assert_alive(ws)
