@@ -42,7 +42,7 @@ import gevent  # noqa: E402
 from gevent.pool import Pool  # noqa: E402
 
 from bench.chaos_client import ChaosClient  # noqa: E402
-from bench.faults import Cluster, Faults, kinds_for  # noqa: E402
+from bench.faults import KINDS, Cluster, Faults, kinds_for  # noqa: E402
 
 logger = logging.getLogger("chaos")
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -233,7 +233,7 @@ def machine():
 
 def tables(record):
     """Return the Markdown tables of a record (faults by kind, then the outcome)."""
-    kinds = record["faults"]
+    kinds = {kind: record["faults"][kind] for kind in KINDS if kind in record["faults"]}
     lines = ["| " + " | ".join(["fault", *kinds, "all"]) + " |",
              "| --- |" + " ---: |" * (len(kinds) + 1),
              "| injected | " + " | ".join(str(n) for n in kinds.values()) + f" | {sum(kinds.values())} |", "",
