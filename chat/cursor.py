@@ -141,7 +141,7 @@ class Cursor:
 
     def _read(self, upto):
         """Hand on the seqs from the cursor up to ``upto`` from the database; False if it failed."""
-        first = self.next_seq
+        first, held_before = self.next_seq, set(self.held)
         logger.info("room %s: reading seqs %s-%s from the database", self.slug, first,
                     "" if upto == NEWEST else upto)
         self.reading = True
@@ -165,4 +165,24 @@ class Cursor:
             else:
                 self._hand_on(seq, None if event is None else encode_frame(encode(event)))
         self._flush()  # what was held right after the seqs read
+        if upto != NEWEST and self.next_seq <= upto:
+            self._drop_uncommitted(upto, held_before)
         return True
+
+    def _drop_uncommitted(self, upto, held_before):
+        """Forget what asked for seqs the database does not have: they were never committed.
+
+        A seq is published only after its commit, and seqs are gapless, so a seq held before a
+        read that found the room ending below it did not come from this room's sequence (a
+        forged NOTIFY, another deployment on a shared Redis): waiting for it would hold back
+        every real message of the room on this worker.
+        """
+        reached = self.next_seq - 1
+        bogus = sorted(s for s in held_before if s in self.held and s > reached)
+        for seq in bogus:
+            del self.held[seq]
+        if self.wanted != NEWEST and self.wanted > reached:
+            self.wanted = 0
+        logger.warning("room %s: the database ends at seq %s, not %s; dropped %s seqs never "
+                       "committed (up to %s)", self.slug, reached, upto, len(bogus),
+                       bogus[-1] if bogus else upto)

@@ -55,14 +55,15 @@ def messages_between(room_id, slug, after, upto=None):
     """Return ``[(seq, event)]`` for ``after < seq <= upto`` (None: the newest), deleted as None.
 
     Deleted messages hold their seq: the caller advances past them without showing them.
+    Seqs above the room's ``last_seq`` were never given out and are not returned.
     """
     with db_work():
-        rows = Message.objects.after(room_id, after)
-        if upto is not None:
-            rows = rows.filter(seq__lte=upto)
+        # Never past Room.last_seq: a seq the room never gave out is not a deleted message (a
+        # forged or foreign broker payload once had 200,000 seqs "passed over" on the hub).
+        last_seq = Room.objects.filter(id=room_id).values_list("last_seq", flat=True).first() or 0
+        upto = last_seq if upto is None else min(upto, last_seq)
+        rows = Message.objects.after(room_id, after).filter(seq__lte=upto)
         found = {row.seq: row for row in _rows(rows)}
-    if upto is None:
-        upto = max(found, default=after)
     return [(seq, None if seq not in found or found[seq].deleted
              else message_event(found[seq], slug, found[seq].username))
             for seq in range(after + 1, upto + 1)]

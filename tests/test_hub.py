@@ -179,6 +179,27 @@ def test_a_missing_seq_is_read_from_the_database(hub, make_users, make_room):
     assert alice.events()[1]["body"] == "message 2"
 
 
+def test_a_seq_the_room_never_gave_out_is_dropped_and_the_real_ones_still_arrive(
+        pooled_db, make_users, make_room):
+    """A forged NOTIFY (or another deployment on a shared Redis) with a seq far ahead once had
+    199,998 seqs "passed over" on the hub and every later real message dropped."""
+    slug, room = stored_room(make_users, make_room, 1, "forged")
+    fetch = CountingFetch()
+    hub = make_hub(MemoryBroker(), fetch)
+    alice = Recorder("alice")
+    hub.attach(alice, slug).start_at(room.id, 0)
+    hub.receive(slug, b'{"seq":200000}\n{"type":"notice","body":"forged"}')
+    gevent.sleep(GAP_WAIT * 6)
+    assert fetch.calls == [(0, 199999)]  # read once, not in a loop
+    assert alice.seqs() == [1]
+    assert hub.rooms[slug].cursor.held == {}
+    Message.objects.create(room=room, seq=2, user=Message.objects.get(room=room, seq=1).user,
+                           body="real")
+    Room.objects.filter(pk=room.pk).update(last_seq=2)
+    publish_message(hub, slug, 2)
+    assert alice.seqs() == [1, 2]
+
+
 def test_a_deleted_message_in_a_gap_is_passed_over(hub, make_users, make_room):
     slug, room = stored_room(make_users, make_room, 3, "deleted")
     Message.objects.filter(room=room, seq=2).update(deleted=True)
