@@ -22,7 +22,7 @@ from django.core.exceptions import ImproperlyConfigured
 from chat import brokers
 from chat.brokers.redis import RedisBroker
 from tests.live import collect_messages, connect, free_port, join, receive, receive_type, send
-from tests.test_brokers import ANNOUNCED, skipped_lines, sockets_on_every_worker
+from tests.test_brokers import ANNOUNCED, assert_garbage_skipped, sockets_on_every_worker
 from tests.test_publish import manage
 
 START_TIMEOUT = 10
@@ -202,18 +202,7 @@ def test_garbage_published_to_redis_is_skipped_and_the_next_message_reaches_ever
             client.publish("chat:*", b"garbage")
         client.publish(f"chat:{room}", b'{"seq":"one"}\n{}')
         client.publish(f"chat:{room}", b"\xff\xfe not UTF-8")
-    sender, *_ = sockets.values()
-    send(sender, type="send", room=room, body="after the garbage", ref="after")
-    for ws in sockets.values():
-        [got] = collect_messages(ws, 1)
-        assert (got["body"], got["seq"]) == ("after the garbage", 1)
-    for pid in sockets:
-        lines = skipped_lines(two_workers, pid)
-        assert sum("(JSONDecodeError: " in line for line in lines) == 1, lines  # of 200
-        assert 1 <= len(lines) <= 3, lines
-    assert "Traceback" not in two_workers.log()
-    for ws in sockets.values():
-        ws.close()
+    assert_garbage_skipped(two_workers, sockets, room)  # 202 payloads skipped
 
 
 def test_a_9000_character_announcement_reaches_every_worker_whole_through_redis(
