@@ -102,8 +102,11 @@ class Authority:
         # case of one socket per user costs the broker nothing.
         count = len(self.by_user.get(user_id, ()))
         if count >= 2 or (dropped and count == 1):
-            self._publish({"type": "tally", "user": user_id, "worker": self.worker,
-                           "sockets": count if count >= 2 else 0, "at": self.wall_clock()})
+            # Off the handshake: publishing may wait for a pooled connection. Receivers keep
+            # the newest by "at", so tallies published out of order do no harm.
+            gevent.spawn(self._publish, {"type": "tally", "user": user_id, "worker": self.worker,
+                                         "sockets": count if count >= 2 else 0,
+                                         "at": self.wall_clock()})
 
     def report_all(self):
         """Re-send the tallies of users with several sockets here (they expire elsewhere)."""
@@ -162,14 +165,16 @@ class Authority:
         if event.get("worker") == self.worker:
             return
         user_id, count = event.get("user"), event.get("sockets", 0)
+        at = event.get("at", self.wall_clock())
+        tallies = self.remote.get(user_id, {})
+        if at < tallies.get(event["worker"], (0, 0))[1]:
+            return  # older than what that worker told us last
         if count:
-            self.remote[user_id][event["worker"]] = (count, event.get("at", self.wall_clock()))
-        else:
-            tallies = self.remote.get(user_id)
-            if tallies is not None:
-                tallies.pop(event["worker"], None)
-                if not tallies:
-                    del self.remote[user_id]
+            self.remote[user_id][event["worker"]] = (count, at)
+        elif tallies:
+            tallies.pop(event["worker"], None)
+            if not tallies:
+                del self.remote[user_id]
 
     # -- checks against the database ---------------------------------------------------------
 

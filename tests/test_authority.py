@@ -278,6 +278,8 @@ def test_the_budget_counts_the_sockets_other_workers_reported():
     authority.apply({"type": "tally", "user": 7, "worker": "other", "sockets": 2, "at": 1000})
     assert authority.admit(FakeSession(7, "a"))
     assert not authority.admit(FakeSession(7, "b"))  # 1 here + 2 elsewhere
+    authority.apply({"type": "tally", "user": 7, "worker": "other", "sockets": 0, "at": 999})
+    assert not authority.admit(FakeSession(7, "b"))  # an older tally changes nothing
     authority.apply({"type": "tally", "user": 7, "worker": "other", "sockets": 0, "at": 1001})
     assert authority.admit(FakeSession(7, "b"))
 
@@ -287,10 +289,13 @@ def test_a_tally_is_published_only_for_users_with_several_sockets_here():
     authority = an_authority(per_user=5, published=published)
     first, second = FakeSession(7, "a"), FakeSession(7, "b")
     authority.admit(first)
+    gevent.sleep(0)
     assert published == []
     authority.admit(second)
+    gevent.sleep(0)
     assert [(e["user"], e["sockets"]) for e in published] == [(7, 2)]
     authority.discard(second)
+    gevent.sleep(0)
     assert [(e["user"], e["sockets"]) for e in published] == [(7, 2), (7, 0)]
     assert all(e["worker"] == authority.worker for e in published)
 
