@@ -12,6 +12,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import gevent
 import pytest
 import websocket
 
@@ -154,12 +155,7 @@ def collect_messages(ws, count, timeout=60, arrivals=None, errors=None):
 
 def close_code(ws, timeout=10):
     """Read until the server's close frame; return its status code."""
-    ws.settimeout(timeout)
-    while True:
-        opcode, frame = ws.recv_data_frame(control_frame=True)
-        if opcode == websocket.ABNF.OPCODE_CLOSE:
-            data = frame.data
-            return int.from_bytes(data[:2], "big") if len(data) >= 2 else None
+    return close_reason(ws, timeout)[0]
 
 
 class Browser:
@@ -188,3 +184,85 @@ class Browser:
 
     def cookie(self, name):
         return next((c.value for c in self.jar if c.name == name), None)
+
+
+def worker_of(ws):
+    send(ws, type="_worker")
+    return receive_type(ws, "_worker")["pid"]
+
+
+def clients_on_every_worker(server, keys, workers):
+    """Open sockets until each worker serves one; return {pid: (key, ws)} and the rest."""
+    placed, extra = {}, []
+    for key in keys:
+        ws = connect(server, key)
+        pid = worker_of(ws)
+        if pid in placed:
+            extra.append(ws)
+        else:
+            placed[pid] = (key, ws)
+        if len(placed) == workers:
+            return placed, extra
+        gevent.sleep(0.02)  # let another worker's accept loop have a turn
+    pytest.fail(f"{len(keys)} sockets reached only {len(placed)} of {workers} workers")
+
+
+def sockets_on_every_worker(server, make_users, room=None, attempts=30):
+    """Open a socket on each of ``server``'s workers (joined to ``room``); return them by pid."""
+    pids = set(server.worker_pids())
+    found = {}
+    for _, key in make_users(attempts, prefix="everyworker"):
+        ws = connect(server, key)
+        send(ws, type="_worker", ref="w")
+        pid = receive_type(ws, "_worker")["pid"]
+        if pid in found:
+            ws.close()
+            continue
+        found[pid] = ws
+        if room is not None:
+            join(ws, room)
+        if set(found) == pids:
+            return found
+    pytest.fail(f"sockets landed on {sorted(found)} only, not on every worker of {sorted(pids)}")
+
+
+def on_worker(server, key, pid, attempts=20):
+    """Connect until the socket lands on worker ``pid`` (so that the broker must carry events)."""
+    for _ in range(attempts):
+        ws = connect(server, key)
+        send(ws, type="_worker", ref="w")
+        if receive_type(ws, "_worker")["pid"] == pid:
+            return ws
+        ws.close()
+    pytest.fail(f"no socket landed on worker {pid} in {attempts} attempts")
+
+
+def close_reason(ws, timeout=10):
+    """Read until the server's close frame; return its (status code or None, reason)."""
+    ws.settimeout(timeout)
+    while True:
+        opcode, frame = ws.recv_data_frame(control_frame=True)
+        if opcode == websocket.ABNF.OPCODE_CLOSE:
+            data = frame.data
+            if len(data) < 2:
+                return None, ""
+            return int.from_bytes(data[:2], "big"), data[2:].decode()
+
+
+def post_and_time(browser, path, fields, token_page):
+    """POST a form; return when the POST began (not the page read for its CSRF token), and the page."""
+    page = browser.get(token_page).read().decode()
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+    data = urllib.parse.urlencode({"csrfmiddlewaretoken": token, **fields}).encode()
+    request = urllib.request.Request(browser.server.url + path, data=data,
+                                     headers={"Referer": browser.server.url + path})
+    started = time.monotonic()
+    body = browser.opener.open(request, timeout=30).read().decode()
+    return started, body
+
+
+def manage(database_url, *args, stdin=None, **env):
+    """Run ``manage.py`` in its own process on ``database_url`` (``CHAT_BROKER=postgres``)."""
+    env = {**os.environ, "DATABASE_URL": database_url, "CHAT_BROKER": "postgres", **env}
+    return subprocess.run([sys.executable, "manage.py", *args], cwd=BASE_DIR, env=env,
+                          input=stdin, capture_output=True, text=True, timeout=60)

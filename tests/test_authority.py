@@ -15,7 +15,8 @@ from django.contrib.sessions.backends.db import SessionStore
 
 from chat import publish
 from chat.models import Room
-from tests.live import Browser, close_code, connect, join, receive, receive_type, send
+from tests.live import (Browser, close_reason, connect, join, post_and_time, receive, receive_type,
+                        send, worker_of)
 
 PASSWORD = "a long and secret passphrase"
 DELAYS = {}
@@ -38,11 +39,6 @@ def report(measurements):
         measurements[f"revocation delay, {path}"] = (
             f"median {statistics.median(delays) * 1000:.0f} ms, worst {max(delays) * 1000:.0f} ms "
             f"over {len(delays)} sockets")
-
-
-def worker_of(ws):
-    send(ws, type="_worker", ref="w")
-    return receive_type(ws, "_worker")["pid"]
 
 
 def on_both_workers(server, key, room=None, tries=9):  # 18 sockets: within the budget of 20
@@ -71,32 +67,6 @@ def assert_closed(sockets, code, reason, started, path):
         assert close_reason(ws, timeout=5) == (code, reason)
         DELAYS.setdefault(path, []).append(time.monotonic() - started)
     assert max(DELAYS[path][-len(sockets):]) < 1.0, DELAYS[path]
-
-
-def post_and_time(browser, path, fields, token_page):
-    """POST a form; return when the POST began (not the page read for its CSRF token), and the page."""
-    import re
-    import urllib.parse
-    import urllib.request
-
-    page = browser.get(token_page).read().decode()
-    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
-    data = urllib.parse.urlencode({"csrfmiddlewaretoken": token, **fields}).encode()
-    request = urllib.request.Request(browser.server.url + path, data=data,
-                                     headers={"Referer": browser.server.url + path})
-    started = time.monotonic()
-    body = browser.opener.open(request, timeout=30).read().decode()
-    return started, body
-
-
-def close_reason(ws, timeout):
-    import websocket
-
-    ws.settimeout(timeout)
-    while True:
-        opcode, frame = ws.recv_data_frame(control_frame=True)
-        if opcode == websocket.ABNF.OPCODE_CLOSE:
-            return int.from_bytes(frame.data[:2], "big"), frame.data[2:].decode()
 
 
 def assert_alive(ws):

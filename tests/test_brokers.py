@@ -26,7 +26,7 @@ from chat.db import db_work
 from chat.errors import EventTooLarge
 from chat.hub import Hub
 from chat.models import EventSpill
-from tests.live import collect_messages, connect, join, receive_type, send
+from tests.live import (collect_messages, manage, receive_type, send, sockets_on_every_worker)
 
 WAIT = 10  # seconds any wait below may take
 
@@ -397,25 +397,6 @@ def two_workers(start_server):
     return start_server(CHAT_BROKER="postgres", WEB_CONCURRENCY=2)
 
 
-def sockets_on_every_worker(server, make_users, room=None, attempts=30):
-    """Open a socket on each of ``server``'s workers (joined to ``room``); return them by pid."""
-    pids = set(server.worker_pids())
-    found = {}
-    for _, key in make_users(attempts, prefix="everyworker"):
-        ws = connect(server, key)
-        send(ws, type="_worker", ref="w")
-        pid = receive_type(ws, "_worker")["pid"]
-        if pid in found:
-            ws.close()
-            continue
-        found[pid] = ws
-        if room is not None:
-            join(ws, room)
-        if set(found) == pids:
-            return found
-    pytest.fail(f"sockets landed on {sorted(found)} only, not on every worker of {sorted(pids)}")
-
-
 def skipped_lines(server, pid):
     return [line for line in server.log().splitlines() if f"[{pid}]" in line and " skipped " in line]
 
@@ -452,8 +433,6 @@ def assert_garbage_skipped(server, sockets, room):
 
 def test_a_9000_character_announcement_arrives_whole_on_every_worker(
         two_workers, make_users, database_url):
-    from tests.test_publish import manage
-
     sockets = sockets_on_every_worker(two_workers, make_users)
     logged = len(two_workers.log())
     result = manage(database_url, "announce", ANNOUNCED)
@@ -467,8 +446,6 @@ def test_a_9000_character_announcement_arrives_whole_on_every_worker(
 
 def test_an_announcement_over_the_maximum_is_refused_by_the_command(
         two_workers, make_users, database_url):
-    from tests.test_publish import manage
-
     sockets = sockets_on_every_worker(two_workers, make_users)
     result = manage(database_url, "announce", "-", stdin="y" * MAX_EVENT_BYTES)  # with its header, over
     assert result.returncode != 0

@@ -8,7 +8,7 @@ import websocket
 from django.contrib.auth import get_user_model
 
 from chat.models import Message, Room
-from tests.live import connect, join, receive_type, send
+from tests.live import connect, receive_type, send
 
 REFUSED = (4429, "too many connections for this account (at most 20): close some tabs")
 

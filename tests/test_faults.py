@@ -21,7 +21,7 @@ import psycopg2
 import pytest
 
 from tests.live import (BASE_DIR, Gunicorn, collect_messages, connect, free_port, join, receive,
-                        receive_type, send)
+                        on_worker, receive_type, send)
 
 START_REFUSAL_TIMEOUT = 30  # seconds gunicorn may take to give up on an absent database
 
@@ -303,17 +303,6 @@ def own_postgres():
     except subprocess.CalledProcessError:
         pass  # already stopped by a failed test
     shutil.rmtree(top, ignore_errors=True)
-
-
-def on_worker(server, key, pid, attempts=20):
-    """Connect until the socket lands on worker ``pid`` (so that the broker must carry events)."""
-    for _ in range(attempts):
-        ws = connect(server, key)
-        send(ws, type="_worker", ref="w")
-        if receive_type(ws, "_worker")["pid"] == pid:
-            return ws
-        ws.close()
-    pytest.fail(f"no socket landed on worker {pid} in {attempts} attempts")
 
 
 def send_until_acknowledged(ws, room, prefix, timeout):

@@ -16,8 +16,7 @@ from chat.db import db_work
 from chat.errors import EventTooLarge
 from chat.hub import CONTROL, EVERYONE, Hub
 from chat.models import Message, Room
-from tests.live import collect_messages, join, receive_type, send
-from tests.test_scaling import clients_on_every_worker
+from tests.live import clients_on_every_worker, collect_messages, join, receive_type, send
 
 GAP_WAIT = 0.05
 

@@ -16,8 +16,8 @@ from chat import presence as presence_module
 from chat.db import db_work
 from chat.models import Presence
 from chat.presence import DatabasePresence, PresenceTracker, presence_event, worker_id
-from tests.live import Gunicorn, connect, join, receive, send
-from tests.test_faults import MAKE_SESSIONS, on_worker, own_postgres  # noqa: F401 (a fixture)
+from tests.live import Gunicorn, connect, join, on_worker, receive, send
+from tests.test_faults import MAKE_SESSIONS, own_postgres  # noqa: F401 (a fixture)
 
 
 @pytest.fixture

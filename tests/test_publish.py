@@ -1,20 +1,10 @@
 """Plain Django code pushes events to open sockets: the admin's delete and ``announce``."""
-import os
-import subprocess
-import sys
 
 from django.contrib.auth import get_user_model
 from django.test import Client
 
 from chat.models import Message
-from tests.live import BASE_DIR, connect, join, receive_type, send
-
-
-def manage(database_url, *args, stdin=None, **env):
-    """Run ``manage.py`` in its own process on ``database_url`` (``CHAT_BROKER=postgres``)."""
-    env = {**os.environ, "DATABASE_URL": database_url, "CHAT_BROKER": "postgres", **env}
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=BASE_DIR, env=env,
-                          input=stdin, capture_output=True, text=True, timeout=60)
+from tests.live import connect, join, manage, receive_type, send
 
 
 def test_announce_reaches_a_room_from_another_process(server, make_users, make_room, database_url):

@@ -21,9 +21,9 @@ from django.core.exceptions import ImproperlyConfigured
 
 from chat import brokers
 from chat.brokers.redis import RedisBroker
-from tests.live import collect_messages, connect, free_port, join, receive, receive_type, send
-from tests.test_brokers import ANNOUNCED, assert_garbage_skipped, sockets_on_every_worker
-from tests.test_publish import manage
+from tests.live import (close_reason, collect_messages, connect, free_port, join, manage,
+                        post_and_time, receive, receive_type, send, sockets_on_every_worker)
+from tests.test_brokers import ANNOUNCED, assert_garbage_skipped
 
 START_TIMEOUT = 10
 
@@ -460,7 +460,6 @@ def test_logging_out_on_one_host_closes_that_sessions_sockets_on_the_other(
     from django.contrib.auth.hashers import make_password
 
     from tests.live import Browser
-    from tests.test_authority import close_reason, post_and_time
 
     first, second = two_servers
     [(username, _)] = make_users(1, prefix="redisout", password=make_password("pass phrase 1"))

@@ -6,30 +6,9 @@ import time
 import gevent
 import pytest
 
-from tests.live import collect_messages, connect, join, receive_type, send
+from tests.live import clients_on_every_worker, collect_messages, connect, join, receive_type, send
 
 FAST_PRESENCE = {"CHAT_PRESENCE_HEARTBEAT": "0.5", "CHAT_PRESENCE_TTL": "2"}
-
-
-def worker_of(ws):
-    send(ws, type="_worker")
-    return receive_type(ws, "_worker")["pid"]
-
-
-def clients_on_every_worker(server, keys, workers):
-    """Open sockets until each worker serves one; return {pid: (key, ws)} and the rest."""
-    placed, extra = {}, []
-    for key in keys:
-        ws = connect(server, key)
-        pid = worker_of(ws)
-        if pid in placed:
-            extra.append(ws)
-        else:
-            placed[pid] = (key, ws)
-        if len(placed) == workers:
-            return placed, extra
-        gevent.sleep(0.02)  # let another worker's accept loop have a turn
-    pytest.fail(f"{len(keys)} sockets reached only {len(placed)} of {workers} workers")
 
 
 @pytest.fixture(scope="module")
