@@ -131,3 +131,17 @@ def bind_is_loopback(bind):
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False  # "0.0.0.0", "" (all interfaces) are addresses; a host name may be anything
+
+
+@register()
+def check_edge_settings(app_configs, **kwargs):
+    """Check the numbers of log-in admission, the per-address limits and database timeouts."""
+    positive = ["CHAT_HASH_RETRY_AFTER", "CHAT_SIGNUP_MAX_PER_ADDRESS", "CHAT_SIGNUP_WINDOW",
+                "CHAT_ROOM_CREATE_MAX_PER_ADDRESS", "CHAT_ROOM_CREATE_WINDOW"]
+    errors = [Error(f"{name} must be a positive number, not {getattr(settings, name)!r}.",
+                    id="chat.E006")
+              for name in positive if not getattr(settings, name) > 0]
+    if settings.CHAT_HASH_QUEUE < 0:
+        errors.append(Error(f"CHAT_HASH_QUEUE must be 0 or more, not {settings.CHAT_HASH_QUEUE!r}.",
+                            id="chat.E006"))
+    return errors
