@@ -109,6 +109,7 @@ def test_a_burst_of_wrong_log_ins_gets_no_500_and_pages_keep_answering(
             pages.append(get_page(server, "/rooms/", reader))
             gevent.sleep(0.05)
 
+    quiet = sorted(get_page(server, "/rooms/", reader)[1] for _ in range(10))
     watchers = [gevent.spawn(sample), gevent.spawn(read_pages)]
     started = time.perf_counter()
     answers = all_at_once([lambda i=i: poster.post({"username": f"nobody{i}", "password": "guess"})
@@ -132,7 +133,22 @@ def test_a_burst_of_wrong_log_ins_gets_no_500_and_pages_keep_answering(
     measurements["login burst seconds"] = round(elapsed, 2)
     measurements["login burst /rooms/ latency ms (median, max)"] = (
         round(statistics.median(latencies) * 1000, 1), round(latencies[-1] * 1000, 1))
+    measurements["quiet /rooms/ latency ms (median, max)"] = (
+        round(statistics.median(quiet) * 1000, 1), round(quiet[-1] * 1000, 1))
     measurements["login burst peak pg_stat_activity / max_connections"] = (peak[0], max_connections)
+
+
+def test_a_burst_of_sign_ups_gets_no_500(start_server, measurements):
+    server = start_server(CHAT_SIGNUP_MAX_PER_ADDRESS=1000)
+    poster = Poster(server, "/accounts/signup/")
+    answers = all_at_once([lambda i=i: poster.post({"username": f"burst{i}", "password1": PASSWORD,
+                                                    "password2": PASSWORD})
+                           for i in range(40)])
+    statuses = Counter(status for status, _, _ in answers)
+    assert set(statuses) <= {302, 503} and statuses[302] >= 1, statuses
+    assert all("The server is busy creating other accounts." in body
+               for status, _, body in answers if status == 503)
+    measurements["sign-up burst answers"] = dict(sorted(statuses.items()))
 
 
 @pytest.fixture(scope="module")

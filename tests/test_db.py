@@ -219,3 +219,9 @@ def test_hashing_slots_beyond_the_bound_are_refused_at_once():
             pass
     finally:
         hashers.use_slots(None)
+
+
+def test_every_connection_has_the_statement_timeout(pooled_db):
+    with db.db_work(), connection.cursor() as cursor:
+        cursor.execute("SHOW statement_timeout")
+        assert cursor.fetchone()[0] == "30s"
