@@ -111,15 +111,23 @@ DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
 # Name each process's connections in pg_stat_activity ("chat:<pid>"): who holds what.
 DATABASES["default"].setdefault("OPTIONS", {}).setdefault("application_name", f"chat:{os.getpid()}")
 # Timeouts on every connection (libpq parameters; the CHAT_DB_ settings below, README.md).
+CHAT_DB_CONNECT_TIMEOUT = env_number("CHAT_DB_CONNECT_TIMEOUT", 5)
+CHAT_DB_KEEPALIVES_IDLE = env_number("CHAT_DB_KEEPALIVES_IDLE", 10)
+CHAT_DB_KEEPALIVES_INTERVAL = env_number("CHAT_DB_KEEPALIVES_INTERVAL", 5)
+CHAT_DB_KEEPALIVES_COUNT = env_number("CHAT_DB_KEEPALIVES_COUNT", 3)
+CHAT_DB_TCP_USER_TIMEOUT = env_number("CHAT_DB_TCP_USER_TIMEOUT", 15.0, float)
+# 0 sends none: PgBouncer refuses the "options" startup parameter unless told to ignore it.
+CHAT_DB_STATEMENT_TIMEOUT = env_number("CHAT_DB_STATEMENT_TIMEOUT", 30.0, float)
 DATABASES["default"]["OPTIONS"].update({
-    "connect_timeout": env_number("CHAT_DB_CONNECT_TIMEOUT", 5),
-    "keepalives": 1,
-    "keepalives_idle": env_number("CHAT_DB_KEEPALIVES_IDLE", 10),
-    "keepalives_interval": env_number("CHAT_DB_KEEPALIVES_INTERVAL", 5),
-    "keepalives_count": env_number("CHAT_DB_KEEPALIVES_COUNT", 3),
-    "tcp_user_timeout": int(env_number("CHAT_DB_TCP_USER_TIMEOUT", 15.0, float) * 1000),
-    "options": f"-c statement_timeout={int(env_number('CHAT_DB_STATEMENT_TIMEOUT', 30.0, float) * 1000)}",
+    "connect_timeout": CHAT_DB_CONNECT_TIMEOUT, "keepalives": 1,
+    "keepalives_idle": CHAT_DB_KEEPALIVES_IDLE, "keepalives_interval": CHAT_DB_KEEPALIVES_INTERVAL,
+    "keepalives_count": CHAT_DB_KEEPALIVES_COUNT,
+    "tcp_user_timeout": int(CHAT_DB_TCP_USER_TIMEOUT * 1000),  # milliseconds
 })
+if CHAT_DB_STATEMENT_TIMEOUT > 0:
+    DATABASES["default"]["OPTIONS"]["options"] = " ".join(filter(None, [
+        DATABASES["default"]["OPTIONS"].get("options", ""),
+        f"-c statement_timeout={int(CHAT_DB_STATEMENT_TIMEOUT * 1000)}"]))
 # Debug pages mask the password of any URL in a setting (DATABASE_URL, REDIS_URL, ...).
 DEFAULT_EXCEPTION_REPORTER_FILTER = "chat.debugpages.CredentialsReporterFilter"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

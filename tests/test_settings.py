@@ -44,6 +44,9 @@ def test_every_database_connection_has_timeouts():
     options = settings_value("DATABASES['default']['OPTIONS']", CHAT_DB_STATEMENT_TIMEOUT="2.5",
                              CHAT_DB_CONNECT_TIMEOUT="3", **PRODUCTION)
     assert "'options': '-c statement_timeout=2500'" in options and "'connect_timeout': 3" in options
+    options = settings_value("DATABASES['default']['OPTIONS']", CHAT_DB_STATEMENT_TIMEOUT="0",
+                             **PRODUCTION)
+    assert "options'" not in options and "statement_timeout" not in options
 
 
 def test_debug_with_a_public_bind_is_refused():
