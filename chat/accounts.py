@@ -49,7 +49,10 @@ def guarded_login(request, view, refuse):
     try:
         with hashing_slot():
             if throttle.reserve(username, address) is None:
-                return refuse(429, throttled_message())
+                response = refuse(429, throttled_message())
+                # At most the window: the oldest failure may leave it sooner.
+                response["Retry-After"] = str(round(settings.CHAT_LOGIN_WINDOW))
+                return response
             response = view(request)
     except HashingBusy:
         response = refuse(503, BUSY)

@@ -163,8 +163,9 @@ def test_a_padded_username_is_throttled_with_the_user_it_names(guarded, make_use
     for _ in range(3):
         assert poster.post({"username": alice, "password": "wrong"})[0] == 200
     for variant in (f"  {alice} ", alice.upper(), f"\N{FULLWIDTH LATIN CAPITAL LETTER A}{alice[1:]}"):
-        status, _, body = poster.post({"username": variant, "password": PASSWORD})
+        status, headers, body = poster.post({"username": variant, "password": PASSWORD})
         assert status == 429 and THROTTLED in body, variant
+        assert headers["Retry-After"] == "300"
 
 
 def test_admin_log_in_failures_count_in_the_same_buckets(guarded, make_users, password_hash):
