@@ -34,7 +34,8 @@ def _note_login(sender, request, user, **kwargs):
 def throttled_message():
     """Say how long a throttled user waits, in minutes."""
     minutes = max(1, round(settings.CHAT_LOGIN_WINDOW / 60))
-    return f"Too many failed log-in attempts. Wait {minutes} minute{'s' * (minutes > 1)} and try again."
+    plural = "s" * (minutes > 1)
+    return f"Too many failed log-in attempts. Wait {minutes} minute{plural} and try again."
 
 
 def guarded_login(request, view, refuse):
@@ -69,8 +70,8 @@ class ThrottledLoginView(LoginView):
     """Django's log-in, refused with 429 after too many failures and 503 when busy."""
 
     def post(self, request, *args, **kwargs):
-        return guarded_login(request, lambda r: super(ThrottledLoginView, self).post(r, *args, **kwargs),
-                             self.refuse)
+        login_view = super().post
+        return guarded_login(request, lambda r: login_view(r, *args, **kwargs), self.refuse)
 
     def refuse(self, status, message):
         username = self.request.POST.get("username", "")

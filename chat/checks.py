@@ -120,7 +120,7 @@ def check_debug_bind(app_configs, **kwargs):
 
 
 def bind_is_loopback(bind):
-    """Tell whether gunicorn's ``bind`` ("host:port", "[v6]:port", "unix:path") is this machine only."""
+    """Tell whether gunicorn's ``bind`` ("host:port", "[v6]:port", "unix:path") is loopback only."""
     if bind.startswith(("unix:", "fd://")):
         return True
     host = bind if bind.count(":") > 1 and "]" not in bind else bind.rsplit(":", 1)[0]

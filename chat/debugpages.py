@@ -17,5 +17,6 @@ class CredentialsReporterFilter(SafeExceptionReporterFilter):
     def cleanse_setting(self, key, value):
         cleansed = super().cleanse_setting(key, value)
         if isinstance(cleansed, str):
-            return URL_CREDENTIALS.sub(lambda m: m["head"] + self.cleansed_substitute + "@", cleansed)
+            masked = self.cleansed_substitute
+            return URL_CREDENTIALS.sub(lambda m: m["head"] + masked + "@", cleansed)
         return cleansed

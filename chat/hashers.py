@@ -2,7 +2,7 @@
 
 PBKDF2 at Django 5.2's 1,000,000 iterations costs about 0.35 s of CPU per check here; on the
 hub, ten logins at once would freeze every socket of the worker for seconds.
-``hashlib.pbkdf2_hmac`` releases the GIL, so ``chat.offload.offload``'s native threads run it in parallel.
+``hashlib.pbkdf2_hmac`` releases the GIL, so ``chat.offload``'s native threads run it in parallel.
 
 A burst of log-ins used to queue, each holding its request's database connection, behind
 the two hashing threads: 140 at once made PostgreSQL refuse connections ("too many

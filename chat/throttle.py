@@ -121,7 +121,7 @@ _limits = {}
 
 
 def address_limit(name):
-    """Return this worker's limit ``name`` ("signup" or "room"), built from settings on first use."""
+    """Return this worker's limit ``name`` ("signup" or "room"), made from settings on first use."""
     if name not in _limits:
         prefix = {"signup": "CHAT_SIGNUP", "room": "CHAT_ROOM_CREATE"}[name]
         _limits[name] = AddressLimit(getattr(settings, prefix + "_MAX_PER_ADDRESS"),

@@ -1,4 +1,4 @@
-"""Pages: the start page and the rooms (log-in and sign-up: chat/accounts.py; /ws/: chat/endpoint.py)."""
+"""Pages: the start page and the rooms (accounts: chat/accounts.py; /ws/: chat/endpoint.py)."""
 import logging
 
 from django.conf import settings
