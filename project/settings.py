@@ -132,7 +132,7 @@ if CHAT_DB_STATEMENT_TIMEOUT > 0:
 DEFAULT_EXCEPTION_REPORTER_FILTER = "chat.debugpages.CredentialsReporterFilter"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# The first hasher hashes on native threads (chat.offload.offload): PBKDF2 at 1,000,000 iterations costs about
+# The first hasher hashes on native threads (chat/offload.py): PBKDF2 at 1,000,000 iterations costs about
 # 0.35 s of CPU, which would stall every socket of the worker (chat/hashers.py).
 PASSWORD_HASHERS = ["chat.hashers.OffloadedPBKDF2PasswordHasher"]
 AUTH_PASSWORD_VALIDATORS = [
