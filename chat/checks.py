@@ -1,4 +1,5 @@
 """System checks for the traps of running Django under gevent (``manage.py check``)."""
+import ipaddress
 import os
 import sys
 
@@ -102,3 +103,45 @@ def check_revocation_middleware(app_configs, **kwargs):
              "done; before the session middleware, that is after the session was saved, so a "
              "user who changed their own password keeps this session's sockets.",
         id="chat.E009")]
+
+
+LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
+
+
+@register(Tags.security, deploy=False)
+def check_debug_bind(app_configs, **kwargs):
+    """Refuse DEBUG on an address other machines can reach: debug pages show code and settings."""
+    if not settings.DEBUG or bind_is_loopback(settings.CHAT_BIND):
+        return []
+    return [Error(
+        f"DEBUG is on and CHAT_BIND={settings.CHAT_BIND!r} is not a loopback address.",
+        hint="Set DJANGO_DEBUG=0 with a SECRET_KEY of your own, or bind to 127.0.0.1 or [::1].",
+        id="chat.E010")]
+
+
+def bind_is_loopback(bind):
+    """Tell whether gunicorn's ``bind`` ("host:port", "[v6]:port", "unix:path") is loopback only."""
+    if bind.startswith(("unix:", "fd://")):
+        return True
+    host = bind if bind.count(":") > 1 and "]" not in bind else bind.rsplit(":", 1)[0]
+    host = host.strip("[]")
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # "0.0.0.0", "" (all interfaces) are addresses; a host name may be anything
+
+
+@register()
+def check_edge_settings(app_configs, **kwargs):
+    """Check the numbers of log-in admission, the per-address limits and database timeouts."""
+    positive = ["CHAT_HASH_RETRY_AFTER", "CHAT_SIGNUP_MAX_PER_ADDRESS", "CHAT_SIGNUP_WINDOW",
+                "CHAT_ROOM_CREATE_MAX_PER_ADDRESS", "CHAT_ROOM_CREATE_WINDOW"]
+    errors = [Error(f"{name} must be a positive number, not {getattr(settings, name)!r}.",
+                    id="chat.E006")
+              for name in positive if not getattr(settings, name) > 0]
+    if settings.CHAT_HASH_QUEUE < 0:
+        errors.append(Error(f"CHAT_HASH_QUEUE must be 0 or more, not {settings.CHAT_HASH_QUEUE!r}.",
+                            id="chat.E006"))
+    return errors

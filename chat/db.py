@@ -1,4 +1,4 @@
-"""Database discipline for long-lived sockets, and ``offload`` for work gevent can't make cooperative.
+"""Database discipline for long-lived sockets (``offload``, for CPU work, is in chat/offload.py).
 
 Under gevent a greenlet is a thread to Django, so each socket would keep its own PostgreSQL
 connection for as long as it lives (a socket view never finishes, so ``request_finished``
@@ -16,7 +16,6 @@ import psycopg2.extensions
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections
 from gevent.queue import Empty, LifoQueue
-from gevent.threadpool import ThreadPool
 
 from chat import metrics
 from chat.errors import ServerBusy
@@ -24,7 +23,6 @@ from chat.errors import ServerBusy
 logger = logging.getLogger(__name__)
 
 _connections = None
-_pool = None
 
 
 class ConnectionPool:
@@ -157,24 +155,17 @@ def db_work():
         yield
 
 
-def offload(fn, *args, **kwargs):
-    """Run ``fn(*args, **kwargs)`` on a native thread and wait cooperatively.
 
-    For CPU-bound work that releases the GIL (hashlib, zlib, most C extensions) or calls
-    that can't be patched. Never touch the ORM in ``fn``: Django's connections are per
-    greenlet, and the pool's threads are not greenlets of this hub.
+def release_own_connection():
+    """Close this greenlet's own Django connection before a long wait, if that is safe.
+
+    A request greenlet keeps its connection until the response is done; one waiting 0.35 s or
+    more for a hashing thread would hold it for nothing (issue 12: "too many clients"). Kept
+    inside a transaction, or when lent by the pool; it reconnects on next use (about 4 ms).
     """
-    return offload_pool().apply(fn, args, kwargs)
-
-
-def offload_pool():
-    """Return the worker's pool of ``CHAT_OFFLOAD_THREADS`` threads, created on first use.
-
-    Its own pool, not the hub's: DNS look-ups use the hub's threadpool and must not queue
-    behind password hashes; and a few threads leave the hub a fair share of the CPU, where
-    ten busy hashing threads made pings wait over 100 ms.
-    """
-    global _pool
-    if _pool is None:
-        _pool = ThreadPool(settings.CHAT_OFFLOAD_THREADS)
-    return _pool
+    own = getattr(connections._connections, DEFAULT_DB_ALIAS, None)
+    if own is None or own.connection is None or own.in_atomic_block:
+        return
+    if _connections is not None and gevent.getcurrent() in _connections.lent:
+        return
+    own.close()

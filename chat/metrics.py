@@ -12,6 +12,8 @@ import os
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from chat.offload import offload
+
 OPEN_SOCKETS = Gauge(
     "chat_open_sockets", "WebSockets open now, all workers.", multiprocess_mode="livesum")
 JOINS = Counter("chat_joins", "Successful joins (a joined event sent).")
@@ -44,7 +46,5 @@ def exposition():
     path = multiprocess_dir()
     if path is None:
         return generate_latest(REGISTRY)
-    from chat.db import offload
-
     # Reading and merging the workers' files is file IO: off the hub, with no registry lock.
     return offload(generate_latest, MultiProcessCollector(None, path))

@@ -1,66 +1,26 @@
-"""Pages, and the /ws/ endpoint as an ordinary Django view behind the usual middleware."""
+"""Pages: the start page and the rooms (accounts: chat/accounts.py; /ws/: chat/endpoint.py)."""
 import logging
 
 from django.conf import settings
-from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.forms import UserCreationForm
-from django.contrib.auth.views import LoginView
-from django.db import connections, transaction
-from django.http import HttpResponse
+from django.db import transaction
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
-from chat import runtime, sessioncheck, throttle
-from chat.db import db_work
+from chat import throttle
 from chat.forms import RoomForm
 from chat.models import Message, Presence, Room
-from chat.ratelimit import Budgets
-from chat.sockets import SocketSession
 
 logger = logging.getLogger(__name__)
 
 ROOM_PAGE_MESSAGES = 50
+ROOMS_LIMITED = "Too many rooms were created from your address. Try again later."
 
 
 @login_required
 def home(request):
     """Show the signed-in user's start page with the rooms they may join."""
     return render(request, "chat/home.html", {"rooms": rooms_with_presence(request.user)})
-
-
-class ThrottledLoginView(LoginView):
-    """Django's log-in, refused with 429 after too many failures (chat/throttle.py)."""
-
-    def post(self, request, *args, **kwargs):
-        username = request.POST.get("username", "")
-        if throttle.is_throttled(username, throttle.client_address(request)):
-            minutes = max(1, round(settings.CHAT_LOGIN_WINDOW / 60))
-            form = self.get_form_class()(request, initial={"username": username})
-            context = self.get_context_data(form=form, throttled=(
-                f"Too many failed log-in attempts. Wait {minutes} minute{'s' * (minutes > 1)} "
-                "and try again."))
-            return self.render_to_response(context, status=429)
-        return super().post(request, *args, **kwargs)
-
-    def form_invalid(self, form):
-        throttle.record_failure(self.request.POST.get("username", ""),
-                                throttle.client_address(self.request))
-        return super().form_invalid(form)
-
-    def form_valid(self, form):
-        throttle.forget(form.get_user().get_username())
-        return super().form_valid(form)
-
-
-def signup(request):
-    """Create an account with Django's ``UserCreationForm`` and sign the new user in."""
-    form = UserCreationForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        user = form.save()
-        login(request, user)
-        return redirect("home")
-    return render(request, "registration/signup.html", {"form": form})
 
 
 @login_required
@@ -88,6 +48,14 @@ def room_create(request):
     """Create a room from ``RoomForm``, make its creator a member and open its page."""
     form = RoomForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
+        address = throttle.client_address(request)
+        limit = throttle.address_limit("room")
+        if not limit.allow(address):
+            logger.info("room creation from %s refused: over the per-address limit", address)
+            form.add_error(None, ROOMS_LIMITED)
+            response = render(request, "chat/room_form.html", {"form": form}, status=429)
+            response["Retry-After"] = str(limit.retry_after(address))
+            return response
         with transaction.atomic():
             room = form.save()
             room.members.add(request.user)
@@ -107,38 +75,3 @@ def room_detail(request, slug):
               .select_related("user")[:ROOM_PAGE_MESSAGES])
     return render(request, "chat/room_detail.html",
                   {"room": room, "messages": list(latest)[::-1]})
-
-
-@require_GET
-def websocket(request):
-    """Serve one WebSocket: the user comes from the session cookie, like any view.
-
-    gevent-websocket has already sent the 101 (after the handler checked the Origin), so
-    an anonymous user gets the socket closed with 4401. The response is never sent and
-    ``request_finished`` never fires, so this view closes its own connections.
-    """
-    ws = request.environ.get("wsgi.websocket")
-    if ws is None:
-        return HttpResponse("This endpoint speaks WebSocket; see docs/protocol.md.\n",
-                            status=426, headers={"Upgrade": "websocket"},
-                            content_type="text/plain")
-    try:
-        with db_work():
-            user = request.user
-            authenticated = user.is_authenticated  # loads the session and the user now
-            if authenticated:  # the socket is checked again the moment its session expires
-                expires_at = sessioncheck.session_expiry(request.session.session_key)
-        if not authenticated:
-            ws.close(4401, "authentication required")
-            return HttpResponse()
-        session = SocketSession(ws, user, hub=runtime.hub(), limiter=runtime.limiter(),
-                                authority=runtime.authority(),
-                                session_key=request.session.session_key,
-                                budgets=Budgets.from_settings(),
-                                ping_interval=settings.CHAT_PING_INTERVAL,
-                                idle_timeout=settings.CHAT_IDLE_TIMEOUT,
-                                close_timeout=settings.CHAT_CLOSE_TIMEOUT)
-        session.run(expires_at)  # logs its opening, its errors and its close
-    finally:
-        connections.close_all()
-    return HttpResponse()

@@ -110,9 +110,29 @@ if not DATABASE_URL:
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
 # Name each process's connections in pg_stat_activity ("chat:<pid>"): who holds what.
 DATABASES["default"].setdefault("OPTIONS", {}).setdefault("application_name", f"chat:{os.getpid()}")
+# Timeouts on every connection (libpq parameters; the CHAT_DB_ settings below, README.md).
+CHAT_DB_CONNECT_TIMEOUT = env_number("CHAT_DB_CONNECT_TIMEOUT", 5)
+CHAT_DB_KEEPALIVES_IDLE = env_number("CHAT_DB_KEEPALIVES_IDLE", 10)
+CHAT_DB_KEEPALIVES_INTERVAL = env_number("CHAT_DB_KEEPALIVES_INTERVAL", 5)
+CHAT_DB_KEEPALIVES_COUNT = env_number("CHAT_DB_KEEPALIVES_COUNT", 3)
+CHAT_DB_TCP_USER_TIMEOUT = env_number("CHAT_DB_TCP_USER_TIMEOUT", 15.0, float)
+# 0 sends none: PgBouncer refuses the "options" startup parameter unless told to ignore it.
+CHAT_DB_STATEMENT_TIMEOUT = env_number("CHAT_DB_STATEMENT_TIMEOUT", 30.0, float)
+DATABASES["default"]["OPTIONS"].update({
+    "connect_timeout": CHAT_DB_CONNECT_TIMEOUT, "keepalives": 1,
+    "keepalives_idle": CHAT_DB_KEEPALIVES_IDLE, "keepalives_interval": CHAT_DB_KEEPALIVES_INTERVAL,
+    "keepalives_count": CHAT_DB_KEEPALIVES_COUNT,
+    "tcp_user_timeout": int(CHAT_DB_TCP_USER_TIMEOUT * 1000),  # milliseconds
+})
+if CHAT_DB_STATEMENT_TIMEOUT > 0:
+    DATABASES["default"]["OPTIONS"]["options"] = " ".join(filter(None, [
+        DATABASES["default"]["OPTIONS"].get("options", ""),
+        f"-c statement_timeout={int(CHAT_DB_STATEMENT_TIMEOUT * 1000)}"]))
+# Debug pages mask the password of any URL in a setting (DATABASE_URL, REDIS_URL, ...).
+DEFAULT_EXCEPTION_REPORTER_FILTER = "chat.debugpages.CredentialsReporterFilter"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# The first hasher hashes on native threads (chat.db.offload): PBKDF2 at 1,000,000 iterations costs about
+# The first hasher hashes on native threads (chat/offload.py): PBKDF2 at 1,000,000 iterations costs about
 # 0.35 s of CPU, which would stall every socket of the worker (chat/hashers.py).
 PASSWORD_HASHERS = ["chat.hashers.OffloadedPBKDF2PasswordHasher"]
 AUTH_PASSWORD_VALIDATORS = [
@@ -152,7 +172,10 @@ SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 SECURE_HSTS_SECONDS = env_number("SECURE_HSTS_SECONDS", 0 if DEBUG else 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
-SECURE_HSTS_PRELOAD = not DEBUG
+# Preloading is opt-in: once browsers ship the domain in their preload list it is hard to undo.
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+# check --deploy warns when preload is off (security.W021); off is the choice made above.
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
 if env_bool("SECURE_PROXY_SSL_HEADER", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 X_FRAME_OPTIONS = "DENY"
@@ -256,3 +279,15 @@ CHAT_LOGIN_MAX_FAILURES = env_number("CHAT_LOGIN_MAX_FAILURES", 5)
 CHAT_LOGIN_MAX_FAILURES_PER_ADDRESS = env_number("CHAT_LOGIN_MAX_FAILURES_PER_ADDRESS", 50)
 # Test-only frames (_sleep, _spin) that prove the hub never blocks; never enable in production.
 CHAT_TEST_HOOKS = env_bool("CHAT_TEST_HOOKS", False)
+# Hashing admission (chat/hashers.py): per worker, the log-ins and sign-ups that may wait for
+# one of the CHAT_OFFLOAD_THREADS; beyond them 503 with Retry-After (seconds).
+CHAT_HASH_QUEUE = env_number("CHAT_HASH_QUEUE", 2 * CHAT_OFFLOAD_THREADS)
+CHAT_HASH_RETRY_AFTER = env_number("CHAT_HASH_RETRY_AFTER", 2)
+# Per client address and worker, in a sliding window of seconds (chat/throttle.py): sign-ups
+# and rooms created.
+CHAT_SIGNUP_MAX_PER_ADDRESS = env_number("CHAT_SIGNUP_MAX_PER_ADDRESS", 10)
+CHAT_SIGNUP_WINDOW = env_number("CHAT_SIGNUP_WINDOW", 3600.0, float)
+CHAT_ROOM_CREATE_MAX_PER_ADDRESS = env_number("CHAT_ROOM_CREATE_MAX_PER_ADDRESS", 30)
+CHAT_ROOM_CREATE_WINDOW = env_number("CHAT_ROOM_CREATE_WINDOW", 3600.0, float)
+# Where gunicorn listens (gunicorn.conf.py); check chat.E010 refuses DEBUG on a non-loopback one.
+CHAT_BIND = os.environ.get("CHAT_BIND", "127.0.0.1:8000")

@@ -2,17 +2,19 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from chat import health, scrape, views
+from chat import accounts, endpoint, health, scrape, views
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("rooms/", views.room_list, name="room_list"),
     path("rooms/new/", views.room_create, name="room_create"),  # before the slug route
     path("rooms/<slug:slug>/", views.room_detail, name="room_detail"),
-    path("ws/", views.websocket, name="websocket"),
-    path("accounts/signup/", views.signup, name="signup"),
-    path("accounts/login/", views.ThrottledLoginView.as_view(), name="login"),  # before auth.urls
+    path("ws/", endpoint.websocket, name="websocket"),
+    path("accounts/signup/", accounts.signup, name="signup"),
+    path("accounts/login/", accounts.ThrottledLoginView.as_view(), name="login"),  # before auth.urls
     path("accounts/", include("django.contrib.auth.urls")),
+    # Before admin.site.urls: the admin's log-in counts in the log-in throttle's buckets.
+    path("admin/login/", accounts.admin_login, name="admin_login"),
     path("admin/", admin.site.urls),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),

@@ -1,4 +1,4 @@
-"""System checks name the gevent traps and malformed settings (chat.E001 to chat.E008)."""
+"""System checks name the gevent traps, malformed settings and unsafe defaults (chat.E001 to chat.E010)."""
 import sys
 
 import pytest
@@ -61,3 +61,40 @@ def test_malformed_metrics_networks_are_reported(settings):
     assert ids(errors) == ["chat.E008"]
     assert errors[0].msg == ("CHAT_METRICS_ALLOWED has entries that are not addresses or networks: "
                              "['10.0.0.0/33', 'localhost'].")
+
+
+@pytest.mark.parametrize("bind", ["0.0.0.0:8000", ":8000", "[::]:8000", "192.0.2.10:80",
+                                  "chat.example.com:8000"])
+def test_debug_on_a_public_bind_is_refused(settings, bind):
+    settings.DEBUG, settings.CHAT_BIND = True, bind
+    [error] = checks.check_debug_bind(None)
+    assert error.id == "chat.E010"
+    assert error.msg == f"DEBUG is on and CHAT_BIND={bind!r} is not a loopback address."
+
+
+@pytest.mark.parametrize("bind", ["127.0.0.1:8000", "127.0.0.2:80", "[::1]:8000", "localhost:8000",
+                                  "unix:/run/chat.sock"])
+def test_debug_on_a_loopback_bind_is_allowed(settings, bind):
+    settings.DEBUG, settings.CHAT_BIND = True, bind
+    assert checks.check_debug_bind(None) == []
+
+
+def test_a_public_bind_without_debug_is_allowed(settings):
+    settings.DEBUG, settings.CHAT_BIND = False, "0.0.0.0:8000"
+    assert checks.check_debug_bind(None) == []
+
+
+@pytest.mark.parametrize("name", ["CHAT_HASH_RETRY_AFTER", "CHAT_SIGNUP_MAX_PER_ADDRESS",
+                                  "CHAT_SIGNUP_WINDOW", "CHAT_ROOM_CREATE_MAX_PER_ADDRESS",
+                                  "CHAT_ROOM_CREATE_WINDOW"])
+def test_non_positive_edge_numbers_are_reported(settings, name):
+    setattr(settings, name, 0)
+    [error] = checks.check_edge_settings(None)
+    assert error.id == "chat.E006" and error.msg == f"{name} must be a positive number, not 0."
+
+
+def test_a_negative_hash_queue_is_reported_and_zero_allowed(settings):
+    settings.CHAT_HASH_QUEUE = 0
+    assert checks.check_edge_settings(None) == []
+    settings.CHAT_HASH_QUEUE = -1
+    assert ids(checks.check_edge_settings(None)) == ["chat.E006"]

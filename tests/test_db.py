@@ -7,7 +7,7 @@ import pytest
 from django.contrib.auth.hashers import check_password, make_password
 from django.db import DatabaseError, connection, connections
 
-from chat import db
+from chat import db, offload
 from chat.errors import ServerBusy
 
 
@@ -156,7 +156,7 @@ def test_offload_runs_in_another_thread_while_the_hub_runs():
     ticks = []
     ticker = gevent.spawn(lambda: [ticks.append(gevent.sleep(0.01)) for _ in range(1000)])
     caller = threading.get_ident()
-    ran_in = db.offload(lambda: (time.sleep(0.3), threading.get_ident())[1])
+    ran_in = offload.offload(lambda: (time.sleep(0.3), threading.get_ident())[1])
     ticker.kill()
     assert ran_in != caller
     assert len(ticks) >= 10, "the hub stood still while the offloaded call ran"
@@ -173,3 +173,55 @@ def test_password_checks_leave_the_hub_free():
     ticker.kill()
     # The hub ticked through the hashing: at least half the ticks a free hub would make.
     assert len(ticks) >= elapsed / 0.01 / 2, (len(ticks), elapsed)
+
+
+def test_hashing_releases_the_requests_own_connection_but_not_a_lent_one(pooled_db):
+    def run():
+        try:
+            own_pid = backend_pid()  # this greenlet's own connection, as a request's
+            make_password("a long enough password")
+            assert connection.connection is None, "hashing kept the request's connection"
+            assert backend_pid() != own_pid  # it reconnects on next use
+            with db.db_work():
+                lent_pid = backend_pid()
+                make_password("a long enough password")
+                assert backend_pid() == lent_pid  # a lent connection stays with its borrower
+        finally:
+            connections.close_all()
+    gevent.spawn(run).get(timeout=30)
+
+
+def test_hashing_keeps_the_connection_of_an_open_transaction(pooled_db):
+    from django.db import transaction
+
+    def run():
+        try:
+            with transaction.atomic():
+                pid = backend_pid()
+                make_password("a long enough password")
+                assert backend_pid() == pid
+        finally:
+            connections.close_all()
+    gevent.spawn(run).get(timeout=30)
+
+
+def test_hashing_slots_beyond_the_bound_are_refused_at_once():
+    from chat import hashers
+
+    hashers.use_slots(2)
+    try:
+        with hashers.hashing_slot(), hashers.hashing_slot():
+            started = time.perf_counter()
+            with pytest.raises(hashers.HashingBusy), hashers.hashing_slot():
+                pass
+            assert time.perf_counter() - started < 0.05
+        with hashers.hashing_slot():  # released slots are free again
+            pass
+    finally:
+        hashers.use_slots(None)
+
+
+def test_every_connection_has_the_statement_timeout(pooled_db):
+    with db.db_work(), connection.cursor() as cursor:
+        cursor.execute("SHOW statement_timeout")
+        assert cursor.fetchone()[0] == "30s"

@@ -124,3 +124,58 @@ def test_every_form_template_carries_a_csrf_token():
         for form in re.findall(r"<form\b.*?</form>", text, re.S):
             if 'method="post"' in form:
                 assert "{% csrf_token %}" in form, f"{template.name}: a POST form without csrf_token"
+
+
+SECRET_URLS = {  # each password ends in "-s3cret"
+    "DATABASE_URL": "postgres://chat:db-s3cret@db.example.com:5432/chat",
+    "REDIS_URL": "redis://:redis-s3cret@cache.example.com:6379/0",
+    "CHAT_LISTEN_DATABASE_URL": "postgres://listener:listen-s3cret@pg.example.com/chat",
+    "CHAT_SOME_BACKEND": "amqp://queue:amqp-s3cret@mq.example.com/",
+}
+UPSTREAM = "https://user:header-s3cret@up.example.com/"
+
+
+def test_debug_pages_never_show_a_password_in_a_url(settings, rf):
+    for name, value in SECRET_URLS.items():
+        setattr(settings, name, value)
+    page = debug_page(rf.get("/boom", HTTP_X_UPSTREAM=UPSTREAM))
+    assert "RuntimeError" in page and "DATABASE_URL" in page and "CHAT_SOME_BACKEND" in page
+    passwords = re.findall(r"[a-z]+-s3cret", " ".join([*SECRET_URLS.values(), UPSTREAM]))
+    assert len(passwords) == 5
+    assert [p for p in passwords if p in page] == []
+    assert "amqp://queue:********************@mq.example.com/" in page
+
+
+# The page shows the source lines around each frame: keep the passwords out of these.
+def debug_page(request):
+    from django.views.debug import ExceptionReporter
+
+    try:
+        fail()
+    except RuntimeError as error:
+        return ExceptionReporter(request, type(error), error, error.__traceback__).get_traceback_html()
+
+
+def fail():
+    raise RuntimeError("boom")
+
+
+def test_make_clean_keeps_the_embedded_database_and_clean_data_asks(tmp_path):
+    (tmp_path / "Makefile").write_bytes((BASE_DIR / "Makefile").read_bytes())
+    for folder in (".venv/bin", "var/pgdata/base", "var/other", "staticfiles"):
+        (tmp_path / folder).mkdir(parents=True)
+    (tmp_path / "var" / "pgdata" / "PG_VERSION").write_text("16\n")
+
+    def make(*args, **env):
+        return subprocess.run(["make", "-s", *args], cwd=tmp_path, capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL, timeout=30, env={**os.environ, **env})
+
+    assert make("clean").returncode == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Makefile", "var"]
+    assert [p.name for p in (tmp_path / "var").iterdir()] == ["pgdata"]
+    refused = make("clean-data")
+    assert refused.returncode != 0
+    assert "clean-data: no terminal to ask; run make clean-data CONFIRM=yes" in refused.stderr
+    assert (tmp_path / "var" / "pgdata" / "PG_VERSION").exists()
+    assert make("clean-data", CONFIRM="yes").returncode == 0
+    assert not (tmp_path / "var" / "pgdata").exists()
