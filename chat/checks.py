@@ -102,3 +102,19 @@ def check_revocation_middleware(app_configs, **kwargs):
              "done; before the session middleware, that is after the session was saved, so a "
              "user who changed their own password keeps this session's sockets.",
         id="chat.E009")]
+
+
+@register()
+def check_edge_settings(app_configs, **kwargs):
+    """Check the trusted proxies and the request-body deadline (chat/proxies.py, chat/worker.py)."""
+    errors = []
+    _, malformed = parse_networks(settings.CHAT_TRUSTED_PROXIES)
+    if malformed:
+        errors.append(Error(
+            f"CHAT_TRUSTED_PROXIES has entries that are not addresses or networks: {malformed!r}.",
+            hint="Use comma-separated IP addresses or CIDR networks of your proxies, e.g. 127.0.0.1,10.0.0.0/8.",
+            id="chat.E030"))
+    if not settings.CHAT_BODY_TIMEOUT > 0:
+        errors.append(Error(f"CHAT_BODY_TIMEOUT must be a positive number, not {settings.CHAT_BODY_TIMEOUT!r}.",
+                            id="chat.E031"))
+    return errors

@@ -256,3 +256,9 @@ CHAT_LOGIN_MAX_FAILURES = env_number("CHAT_LOGIN_MAX_FAILURES", 5)
 CHAT_LOGIN_MAX_FAILURES_PER_ADDRESS = env_number("CHAT_LOGIN_MAX_FAILURES_PER_ADDRESS", 50)
 # Test-only frames (_sleep, _spin) that prove the hub never blocks; never enable in production.
 CHAT_TEST_HOOKS = env_bool("CHAT_TEST_HOOKS", False)
+# The HTTP edge behind a reverse proxy (chat/proxies.py, README "Deploy"): peers (addresses and
+# CIDR networks) whose X-Forwarded-For, -Proto and -Host are believed; empty trusts no one, and
+# from an untrusted peer those headers are removed before Django sees them.
+CHAT_TRUSTED_PROXIES = env_list("CHAT_TRUSTED_PROXIES")
+# Seconds a client gets to send a request body, from its first read (slow POSTs; chat/worker.py).
+CHAT_BODY_TIMEOUT = env_number("CHAT_BODY_TIMEOUT", 30.0, float)
