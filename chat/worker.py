@@ -181,7 +181,11 @@ class ChatHandler(WebSocketHandler, PyWSGIHandler):
         return None
 
     def log_request(self):
-        # gunicorn's access log, upgrades included (gevent-websocket's own skips 101s).
+        # gunicorn's access log, upgrades included (gevent-websocket's own skips 101s). A
+        # request refused before its environ existed (400: TLS spoken to this port) has none,
+        # and gunicorn's log would raise AttributeError on it.
+        if self.environ is None:
+            self.environ = {}
         PyWSGIHandler.log_request(self)
 
     def _asks_for_upgrade(self):
