@@ -10,13 +10,14 @@ left by whoever sent the request; all trusted: the left-most), ``wsgi.url_scheme
 ``X-Forwarded-Proto`` and ``HTTP_HOST`` from ``X-Forwarded-Host``. The peer stays in
 ``chat.peer``. From any other peer those headers are removed, so nothing downstream (Django's
 ``SECURE_PROXY_SSL_HEADER`` included) can be fooled by a client that writes them itself.
+
+gunicorn's master imports this module with the worker class: it imports neither Django nor
+prometheus_client (metrics created before the fork would write to the master's files).
 """
 import functools
 import ipaddress
 import logging
 import re
-
-from chat.scrape import parse_networks
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +25,17 @@ FORWARDED_HEADERS = ("HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO", "HTTP_X_F
 PEER_KEY = "chat.peer"
 # A host and optional port as Django accepts them (django.http.request.host_validation_re).
 HOST_RE = re.compile(r"([a-z0-9.-]+|\[[a-f0-9]*:[a-f0-9.:]+\])(:[0-9]+)?")
+
+
+def parse_networks(values):
+    """Parse addresses and CIDR networks; return (networks, the values that are neither)."""
+    networks, malformed = [], []
+    for value in values:
+        try:
+            networks.append(ipaddress.ip_network(value, strict=False))
+        except ValueError:
+            malformed.append(value)
+    return networks, malformed
 
 
 @functools.lru_cache(maxsize=8)

@@ -17,6 +17,7 @@ from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from chat import metrics as chat_metrics
+from chat.proxies import parse_networks  # noqa: F401  (chat.checks imports it from here)
 
 logger = logging.getLogger(__name__)
 
@@ -59,13 +60,3 @@ def address_allowed(address, allowed):
         ip = ip.ipv4_mapped
     return any(ip in network for network in parse_networks(allowed)[0])
 
-
-def parse_networks(values):
-    """Parse addresses and CIDR networks; return (networks, the values that are neither)."""
-    networks, malformed = [], []
-    for value in values:
-        try:
-            networks.append(ipaddress.ip_network(value, strict=False))
-        except ValueError:
-            malformed.append(value)
-    return networks, malformed

@@ -15,7 +15,6 @@ from urllib.parse import urlsplit
 
 import gevent
 from django.conf import settings
-from django.db import close_old_connections
 from gevent.pywsgi import WSGIHandler
 from geventwebsocket.handler import WebSocketHandler
 from gunicorn.workers.ggevent import GeventPyWSGIWorker, PyWSGIHandler, PyWSGIServer
@@ -171,6 +170,8 @@ class ChatHandler(WebSocketHandler, PyWSGIHandler):
             return super().handle_error(kind, error, tb)
         logger.info("dropped %s (peer %s): %s", self.environ.get("REMOTE_ADDR"),
                     self.environ.get(proxies.PEER_KEY), error)
+        from django.db import close_old_connections  # not at import: the master imports us
+
         close_old_connections()  # Django's request_finished never came
         self.close_connection = True
         if not self.headers_sent:

@@ -364,3 +364,18 @@ def test_a_body_left_unread_that_trickles_is_dropped_after_the_answer(edge):
     answer, took = _trickle_a_body(edge, "")  # no CSRF cookie: refused before the body is read
     assert answer.startswith("HTTP/1.1 403 Forbidden\r\n"), answer
     assert BODY_TIMEOUT - 0.5 < took < BODY_TIMEOUT + 5, took
+
+
+def test_the_worker_module_keeps_the_master_free_of_django_db_and_metrics():
+    # gunicorn's master imports the worker class; metrics made before the fork write to the
+    # master's files, which on_starting deletes: /metrics then answered an empty page.
+    import subprocess
+    import sys
+
+    from tests.live import BASE_DIR
+
+    code = ("import patches, sys, chat.worker; print(sorted(m for m in sys.modules "
+            "if m.startswith(('django.db', 'prometheus_client', 'chat.metrics'))))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=BASE_DIR, capture_output=True, text=True,
+                         timeout=60)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
