@@ -117,4 +117,13 @@ def check_edge_settings(app_configs, **kwargs):
     if not settings.CHAT_BODY_TIMEOUT > 0:
         errors.append(Error(f"CHAT_BODY_TIMEOUT must be a positive number, not {settings.CHAT_BODY_TIMEOUT!r}.",
                             id="chat.E031"))
+    if getattr(settings, "SECURE_PROXY_SSL_HEADER", None) and not settings.CHAT_TRUSTED_PROXIES:
+        # The handler strips X-Forwarded-Proto from untrusted peers: with SECURE_SSL_REDIRECT
+        # every request would be redirected again, forever.
+        errors.append(Error(
+            "SECURE_PROXY_SSL_HEADER is set but CHAT_TRUSTED_PROXIES is empty: X-Forwarded-Proto "
+            "is removed from every request.",
+            hint="Set CHAT_TRUSTED_PROXIES to your proxy's addresses; the scheme then comes from "
+                 "it and SECURE_PROXY_SSL_HEADER is not needed.",
+            id="chat.E032"))
     return errors

@@ -105,3 +105,23 @@ def test_malformed_trusted_entries_trust_nothing_and_are_reported(settings):
     settings.CHAT_TRUSTED_PROXIES = ["proxy.example"]
     [error] = check_edge_settings(None)
     assert error.id == "chat.E030" and "'proxy.example'" in error.msg
+
+
+def test_the_proxy_ssl_header_without_trusted_proxies_is_reported(settings):
+    from chat.checks import check_edge_settings
+
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    settings.CHAT_TRUSTED_PROXIES = []
+    [error] = check_edge_settings(None)
+    assert error.id == "chat.E032"
+    settings.CHAT_TRUSTED_PROXIES = ["127.0.0.1"]
+    assert check_edge_settings(None) == []
+
+
+def test_production_behind_a_trusted_proxy_passes_check_deploy():
+    from tests.test_settings import PRODUCTION, manage
+
+    result = manage("check", "--deploy", "--fail-level", "WARNING", CHAT_TRUSTED_PROXIES="127.0.0.1",
+                    CHAT_BODY_TIMEOUT="30", **PRODUCTION)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "System check identified no issues (0 silenced)." in result.stdout
