@@ -118,8 +118,10 @@ class Nginx:
 
 @pytest.fixture(scope="module")
 def upstreams(start_server):
+    # Production's HTTPS settings (but the redirect, which the start probe over HTTP would follow).
     env = dict(CHAT_TRUSTED_PROXIES="127.0.0.1", CHAT_METRICS_ALLOWED="127.0.0.1",
-               CHAT_LOGIN_MAX_FAILURES_PER_ADDRESS=MAX_FAILURES_PER_ADDRESS)
+               CHAT_LOGIN_MAX_FAILURES_PER_ADDRESS=MAX_FAILURES_PER_ADDRESS,
+               SESSION_COOKIE_SECURE=1, CSRF_COOKIE_SECURE=1, SECURE_HSTS_SECONDS=60)
     return [start_server(**env), start_server(**env)]
 
 
@@ -207,6 +209,8 @@ def test_sign_up_log_in_and_a_wss_chat_through_nginx(proxy, upstreams, make_room
         status, page = client.post_form("/accounts/login/", {"username": name,
                                                              "password": "a sturdy passphrase 7"})
         assert status == 200 and name in page  # the redirect to the home page, signed in
+    # Django knows the request came over HTTPS: HSTS is sent (SecurityMiddleware: is_secure()).
+    assert a.get("/accounts/login/").headers["Strict-Transport-Security"].startswith("max-age=60")
     room = make_room()
     ws_a, ws_b = wss(proxy, a.cookie("sessionid")), wss(proxy, b.cookie("sessionid"))
     try:
