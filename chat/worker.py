@@ -49,7 +49,7 @@ class BodyTimeout(BaseException):
     """The request body missed its deadline.
 
     A BaseException, so that Django's handlers (``except Exception``) let it through to the
-    handler, which drops the connection instead of answering the request.
+    handler, which answers 408 (unless a response was sent already) and closes the connection.
     """
 
 

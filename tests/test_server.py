@@ -379,3 +379,26 @@ def test_the_worker_module_keeps_the_master_free_of_django_db_and_metrics():
     out = subprocess.run([sys.executable, "-c", code], cwd=BASE_DIR, capture_output=True, text=True,
                          timeout=60)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_the_body_deadline_counts_from_the_first_read_and_covers_every_read():
+    import gevent
+
+    from chat.worker import BodyTimeout, DeadlineReader
+
+    class Trickle:
+        def read(self, size=-1):
+            gevent.sleep(0.3)
+            return b"a"
+
+        readline = read
+
+    now = [100.0]
+    reader = DeadlineReader(Trickle(), 0.5, clock=lambda: now[0])
+    assert reader.read(1) == b"a"  # the clock (fake) has not moved: 0.5 s left
+    now[0] += 0.4
+    with pytest.raises(BodyTimeout, match="no complete request body within 0.5 s"):
+        reader.readline()  # 0.1 s left, the read takes 0.3
+    now[0] += 0.2
+    with pytest.raises(BodyTimeout):
+        reader.read(1)  # past the deadline: not even tried
