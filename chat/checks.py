@@ -145,3 +145,28 @@ def check_edge_settings(app_configs, **kwargs):
         errors.append(Error(f"CHAT_HASH_QUEUE must be 0 or more, not {settings.CHAT_HASH_QUEUE!r}.",
                             id="chat.E006"))
     return errors
+
+
+@register()
+def check_proxy_settings(app_configs, **kwargs):
+    """Check the trusted proxies and the request-body deadline (chat/proxies.py, chat/worker.py)."""
+    errors = []
+    _, malformed = parse_networks(settings.CHAT_TRUSTED_PROXIES)
+    if malformed:
+        errors.append(Error(
+            f"CHAT_TRUSTED_PROXIES has entries that are not addresses or networks: {malformed!r}.",
+            hint="Use comma-separated IP addresses or CIDR networks of your proxies, e.g. 127.0.0.1,10.0.0.0/8.",
+            id="chat.E030"))
+    if not settings.CHAT_BODY_TIMEOUT > 0:
+        errors.append(Error(f"CHAT_BODY_TIMEOUT must be a positive number, not {settings.CHAT_BODY_TIMEOUT!r}.",
+                            id="chat.E031"))
+    if getattr(settings, "SECURE_PROXY_SSL_HEADER", None) and not settings.CHAT_TRUSTED_PROXIES:
+        # The handler strips X-Forwarded-Proto from untrusted peers: with SECURE_SSL_REDIRECT
+        # every request would be redirected again, forever.
+        errors.append(Error(
+            "SECURE_PROXY_SSL_HEADER is set but CHAT_TRUSTED_PROXIES is empty: X-Forwarded-Proto "
+            "is removed from every request.",
+            hint="Set CHAT_TRUSTED_PROXIES to your proxy's addresses; the scheme then comes from "
+                 "it and SECURE_PROXY_SSL_HEADER is not needed.",
+            id="chat.E032"))
+    return errors

@@ -2,8 +2,9 @@
 
 A client may scrape when its address is in ``CHAT_METRICS_ALLOWED`` (networks; loopback by
 default) or, when ``CHAT_METRICS_TOKEN`` is set, when it sends ``Authorization: Bearer
-<token>``. Anyone else gets 403. The address is the TCP peer's (``REMOTE_ADDR``), never a
-forwarded header: behind a proxy on this host every client looks local (README, Operations).
+<token>``. Anyone else gets 403. The address is ``REMOTE_ADDR``: the TCP peer's, or, when the
+peer is in ``CHAT_TRUSTED_PROXIES``, the client's as the proxy tells it (chat/proxies.py), so
+that a proxy on this host does not make every client look local (README, Deploy).
 """
 import hmac
 import ipaddress
@@ -16,6 +17,7 @@ from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from chat import metrics as chat_metrics
+from chat.proxies import parse_networks  # noqa: F401  (chat.checks imports it from here)
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +29,8 @@ REFUSAL = "metrics are served to CHAT_METRICS_ALLOWED addresses and CHAT_METRICS
 def metrics(request):
     """Serve the metrics in Prometheus' text format, or 403 to a client not allowed."""
     if not scrape_allowed(request.META):
-        logger.info("refused /metrics to %s", request.META.get("REMOTE_ADDR"))
+        logger.info("refused /metrics to %s (peer %s)", request.META.get("REMOTE_ADDR"),
+                    request.META.get("chat.peer", request.META.get("REMOTE_ADDR")))
         return HttpResponseForbidden(REFUSAL, content_type="text/plain")
     return HttpResponse(chat_metrics.exposition(), content_type=CONTENT_TYPE_LATEST)
 
@@ -57,13 +60,3 @@ def address_allowed(address, allowed):
         ip = ip.ipv4_mapped
     return any(ip in network for network in parse_networks(allowed)[0])
 
-
-def parse_networks(values):
-    """Parse addresses and CIDR networks; return (networks, the values that are neither)."""
-    networks, malformed = [], []
-    for value in values:
-        try:
-            networks.append(ipaddress.ip_network(value, strict=False))
-        except ValueError:
-            malformed.append(value)
-    return networks, malformed

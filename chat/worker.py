@@ -4,10 +4,13 @@ gevent-websocket upgrades *before* the WSGI application runs, on any path that c
 upgrade headers: the 101 has been sent by the time Django sees ``wsgi.websocket``. So
 the handler itself decides, before upgrading, that only ``CHAT_WS_PATH`` upgrades and that a
 foreign ``Origin`` gets HTTP 403 (PROTOCOL.md, Connection). It also bounds the time a
-client may take to send its request line and headers (slowloris).
+client may take to send its request line and headers (slowloris) and its request body, and
+takes the client's address, scheme and host from a trusted proxy's headers (chat/proxies.py)
+before anything reads them: the Origin check, Django and the access log.
 """
 import logging
 import socket
+import time
 from urllib.parse import urlsplit
 
 import gevent
@@ -16,6 +19,7 @@ from gevent.pywsgi import WSGIHandler
 from geventwebsocket.handler import WebSocketHandler
 from gunicorn.workers.ggevent import GeventPyWSGIWorker, PyWSGIHandler, PyWSGIServer
 
+from chat import proxies
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +43,42 @@ def origin_allowed(origin, host, allowed_origins):
     netloc = parts.netloc.removesuffix(default_port) if default_port else parts.netloc
     host = (host or "").strip().lower()
     return bool(netloc) and netloc in (host, host.removesuffix(":80"), host.removesuffix(":443"))
+
+
+class BodyTimeout(BaseException):
+    """The request body missed its deadline.
+
+    A BaseException, so that Django's handlers (``except Exception``) let it through to the
+    handler, which answers 408 (unless a response was sent already) and closes the connection.
+    """
+
+
+class DeadlineReader:
+    """The connection's reader for one request body: all of it within ``timeout`` seconds.
+
+    The clock starts at the first read (the application may work before it reads), and covers
+    every read after it, gevent's discarding of an unread body included.
+    """
+
+    def __init__(self, rfile, timeout, clock=time.monotonic):
+        self._rfile, self._timeout, self._clock = rfile, timeout, clock
+        self._deadline = None
+
+    def read(self, *args):
+        return self._within_deadline(self._rfile.read, *args)
+
+    def readline(self, *args):
+        return self._within_deadline(self._rfile.readline, *args)
+
+    def _within_deadline(self, read, *args):
+        if self._deadline is None:
+            self._deadline = self._clock() + self._timeout
+        remaining = self._deadline - self._clock()
+        late = BodyTimeout(f"no complete request body within {self._timeout:g} s")
+        if remaining <= 0:
+            raise late
+        with gevent.Timeout(remaining, late):
+            return read(*args)
 
 
 class ChatHandler(WebSocketHandler, PyWSGIHandler):
@@ -73,6 +113,14 @@ class ChatHandler(WebSocketHandler, PyWSGIHandler):
             return super().read_request(raw_requestline)
         finally:
             self._head_timer.cancel()  # the head is read: the application may take its time
+
+    def get_environ(self):
+        """Build the environ: the client as a trusted proxy tells it, the body on a deadline."""
+        environ = super().get_environ()
+        proxies.apply(environ, proxies.trusted_networks(tuple(settings.CHAT_TRUSTED_PROXIES)))
+        # A client trickling its body would hold the greenlet forever, like a slow head.
+        self.wsgi_input.rfile = DeadlineReader(self.rfile, settings.CHAT_BODY_TIMEOUT)
+        return environ
 
     def run_application(self):
         if not self._asks_for_upgrade() or self.environ.get("PATH_INFO") != settings.CHAT_WS_PATH:
@@ -116,8 +164,29 @@ class ChatHandler(WebSocketHandler, PyWSGIHandler):
             self.environ["wsgi.websocket"] = None
             self.websocket = None
 
+    def handle_error(self, kind, error, tb):
+        """Drop a client whose body missed its deadline (408 if nothing was sent); else 500."""
+        if not isinstance(error, BodyTimeout):
+            return super().handle_error(kind, error, tb)
+        logger.info("dropped %s (peer %s): %s", self.environ.get("REMOTE_ADDR"),
+                    self.environ.get(proxies.PEER_KEY), error)
+        from django.db import close_old_connections  # not at import: the master imports us
+
+        close_old_connections()  # Django's request_finished never came
+        self.close_connection = True
+        if not self.headers_sent:
+            try:
+                self._refuse(b"408 Request Timeout", b"The request body did not arrive in time.\n")
+            except OSError:
+                pass  # the client is gone: nothing to tell it
+        return None
+
     def log_request(self):
-        # gunicorn's access log, upgrades included (gevent-websocket's own skips 101s).
+        # gunicorn's access log, upgrades included (gevent-websocket's own skips 101s). A
+        # request refused before its environ existed (400: TLS spoken to this port) has none,
+        # and gunicorn's log would raise AttributeError on it.
+        if self.environ is None:
+            self.environ = {}
         PyWSGIHandler.log_request(self)
 
     def _asks_for_upgrade(self):

@@ -291,3 +291,9 @@ CHAT_ROOM_CREATE_MAX_PER_ADDRESS = env_number("CHAT_ROOM_CREATE_MAX_PER_ADDRESS"
 CHAT_ROOM_CREATE_WINDOW = env_number("CHAT_ROOM_CREATE_WINDOW", 3600.0, float)
 # Where gunicorn listens (gunicorn.conf.py); check chat.E010 refuses DEBUG on a non-loopback one.
 CHAT_BIND = os.environ.get("CHAT_BIND", "127.0.0.1:8000")
+# The HTTP edge behind a reverse proxy (chat/proxies.py, README "Deploy"): peers (addresses and
+# CIDR networks) whose X-Forwarded-For, -Proto and -Host are believed; empty trusts no one, and
+# from an untrusted peer those headers are removed before Django sees them.
+CHAT_TRUSTED_PROXIES = env_list("CHAT_TRUSTED_PROXIES")
+# Seconds a client gets to send a request body, from its first read (slow POSTs; chat/worker.py).
+CHAT_BODY_TIMEOUT = env_number("CHAT_BODY_TIMEOUT", 30.0, float)

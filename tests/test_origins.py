@@ -28,3 +28,12 @@ def test_allowed(origin, host):
 ])
 def test_refused(origin, host):
     assert not origin_allowed(origin, host, ["https://app.example.com"])
+
+
+@pytest.mark.parametrize("peer, allowed", [("127.0.0.1", True), ("198.51.100.7", False)])
+def test_the_host_compared_is_the_forwarded_one_only_from_a_trusted_proxy(peer, allowed):
+    from chat.proxies import apply, trusted_networks
+
+    environ = apply({"REMOTE_ADDR": peer, "HTTP_HOST": "127.0.0.1:8000",
+                     "HTTP_X_FORWARDED_HOST": "chat.example.com"}, trusted_networks(("127.0.0.1",)))
+    assert origin_allowed("https://chat.example.com", environ["HTTP_HOST"], []) is allowed

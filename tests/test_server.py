@@ -240,3 +240,165 @@ def test_disallowed_host_closes_the_socket_with_1008(server, make_users):
     [(_, key)] = make_users(1)
     ws = connect(server, key, host="evil.example")
     assert close_code(ws) == 1008
+
+
+# --- behind a trusted proxy, and slow bodies (chat/proxies.py, chat/worker.py) ---------------
+
+BODY_TIMEOUT = 2  # CHAT_BODY_TIMEOUT of the edge server
+CSRF_COOKIE = "csrftoken=" + "a" * 32  # any well-formed secret: the body is read before it is compared
+
+
+@pytest.fixture(scope="module")
+def edge(start_server):
+    """A server behind a "proxy" on 127.0.0.1 that sends HSTS over HTTPS like production."""
+    return start_server(CHAT_TRUSTED_PROXIES="127.0.0.1", CHAT_BODY_TIMEOUT=BODY_TIMEOUT,
+                        SECURE_HSTS_SECONDS=60, CHAT_METRICS_ALLOWED="127.0.0.1")
+
+
+def _get(server, path, headers=(), source="127.0.0.1", full=False):
+    """GET ``path`` from the ``source`` address; return (status, body) (and the headers)."""
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10,
+                                            source_address=(source, 0))
+    try:
+        connection.request("GET", path, headers=dict(headers))
+        response = connection.getresponse()
+        answer = response.status, response.read().decode()
+        return (*answer, response.headers) if full else answer
+    finally:
+        connection.close()
+
+
+def test_a_trusted_proxy_tells_the_scheme_and_no_one_else_can(edge):
+    def secure(headers, source="127.0.0.1"):
+        status, _, headers = _get(edge, "/accounts/login/", headers, source, full=True)
+        assert status == 200
+        return "Strict-Transport-Security" in headers  # SecurityMiddleware: only if is_secure()
+
+    assert not secure({})
+    assert secure({"X-Forwarded-Proto": "https"})
+    assert not secure({"X-Forwarded-Proto": "https"}, source="127.0.0.2")
+
+
+def test_metrics_go_to_the_forwarded_client_not_to_the_proxy(edge):
+    from chat.scrape import REFUSAL
+
+    assert _get(edge, "/metrics")[0] == 200  # the "proxy" itself may scrape
+    assert _get(edge, "/metrics", {"X-Forwarded-For": "203.0.113.9"}) == (403, REFUSAL)
+    # From an untrusted peer, a forged header changes nothing.
+    assert _get(edge, "/metrics", {"X-Forwarded-For": "127.0.0.1"}, source="127.0.0.2") == (403, REFUSAL)
+
+
+def test_the_access_log_shows_the_forwarded_client(edge):
+    _get(edge, "/healthz", {"X-Forwarded-For": "203.0.113.9", "User-Agent": "forwarded-probe"})
+    _get(edge, "/healthz", {"X-Forwarded-For": "198.51.100.1", "User-Agent": "forged-probe"},
+         source="127.0.0.2")
+    deadline = time.monotonic() + 10
+    while "forged-probe" not in edge.log():
+        assert time.monotonic() < deadline, edge.log()
+        time.sleep(0.1)
+    lines = edge.log().splitlines()
+    assert any(line.startswith("203.0.113.9 ") and "forwarded-probe" in line for line in lines), lines
+    assert any(line.startswith("127.0.0.2 ") and "forged-probe" in line for line in lines), lines
+
+
+def _forwarded_socket(server, key, origin, host="localhost:8443"):
+    return websocket.create_connection(server.ws_url, timeout=10, origin=origin, header={
+        "Cookie": f"sessionid={key}", "X-Forwarded-Host": host})
+
+
+def test_the_origin_check_compares_with_the_forwarded_host(edge, server, make_users):
+    [(username, key)] = make_users(1)
+    ws = _forwarded_socket(edge, key, origin="https://localhost:8443")
+    send(ws, type="whoami")
+    assert receive(ws)["user"] == username
+    ws.close()
+    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+        _forwarded_socket(edge, key, origin="https://evil.example")
+    assert refused.value.status_code == 403
+    with pytest.raises(websocket.WebSocketBadStatusException) as untrusted:  # no trusted proxies there
+        _forwarded_socket(server, key, origin="https://localhost:8443")
+    assert untrusted.value.status_code == 403
+
+
+def _trickle_a_body(server, headers, path="/accounts/login/"):
+    """POST a login form body a byte at a time; return (the answer, seconds until closed)."""
+    import gevent
+
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=BODY_TIMEOUT + 15)
+    sock.sendall((f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n{headers}"
+                  "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\n"
+                  "username=").encode())
+    started = time.monotonic()
+
+    def trickle():
+        for _ in range(200):
+            gevent.sleep(0.2)
+            sock.sendall(b"a")
+
+    trickler = gevent.spawn(trickle)
+    answer = b""
+    try:
+        while chunk := sock.recv(4096):
+            answer += chunk
+    except OSError:
+        pass  # a reset after the answer ends it too
+    finally:
+        trickler.kill()
+        sock.close()
+    return answer.decode(errors="replace"), time.monotonic() - started
+
+
+def test_a_body_read_by_django_that_trickles_is_answered_408_and_dropped(edge):
+    answer, took = _trickle_a_body(edge, f"X-Forwarded-Proto: https\r\nOrigin: https://127.0.0.1:{edge.port}\r\n"
+                                         f"Cookie: {CSRF_COOKIE}\r\n")
+    assert answer.startswith("HTTP/1.1 408 Request Timeout\r\n"), answer
+    assert answer.endswith("The request body did not arrive in time.\n"), answer
+    assert BODY_TIMEOUT - 0.5 < took < BODY_TIMEOUT + 5, took
+    assert "no complete request body within 2 s" in edge.log()
+    assert _get(edge, "/healthz")[0] == 200
+
+
+def test_a_body_left_unread_that_trickles_is_dropped_after_the_answer(edge):
+    answer, took = _trickle_a_body(edge, "")  # no CSRF cookie: refused before the body is read
+    assert answer.startswith("HTTP/1.1 403 Forbidden\r\n"), answer
+    assert BODY_TIMEOUT - 0.5 < took < BODY_TIMEOUT + 5, took
+
+
+def test_the_worker_module_keeps_the_master_free_of_django_db_and_metrics():
+    # gunicorn's master imports the worker class; metrics made before the fork write to the
+    # master's files, which on_starting deletes: /metrics then answered an empty page.
+    import subprocess
+    import sys
+
+    from tests.live import BASE_DIR
+
+    code = ("import patches, sys, chat.worker; print(sorted(m for m in sys.modules "
+            "if m.startswith(('django.db', 'prometheus_client', 'chat.metrics'))))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=BASE_DIR, capture_output=True, text=True,
+                         timeout=60)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_the_body_deadline_counts_from_the_first_read_and_covers_every_read():
+    import gevent
+
+    from chat.worker import BodyTimeout, DeadlineReader
+
+    class Trickle:
+        def read(self, size=-1):
+            gevent.sleep(0.3)
+            return b"a"
+
+        readline = read
+
+    now = [100.0]
+    reader = DeadlineReader(Trickle(), 0.5, clock=lambda: now[0])
+    assert reader.read(1) == b"a"  # the clock (fake) has not moved: 0.5 s left
+    now[0] += 0.4
+    with pytest.raises(BodyTimeout, match="no complete request body within 0.5 s"):
+        reader.readline()  # 0.1 s left, the read takes 0.3
+    now[0] += 0.2
+    with pytest.raises(BodyTimeout):
+        reader.read(1)  # past the deadline: not even tried
