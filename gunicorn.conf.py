@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 
-from project import embedded, startup
+from project import binding, embedded, startup
 
 bind = [os.environ.get("CHAT_BIND", "127.0.0.1:8000")]
 # One worker per core (the broker and presence make them one chat), at most 4 by default:
@@ -73,6 +73,11 @@ def on_starting(server):
         subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
                        cwd=embedded.BASE_DIR, check=True)
     _remove_metric_files()  # an earlier run's counts (and migrate's) would add to this run's
+    if not all(binding.bind_is_loopback(address) for address in bind):
+        # Reachable from other machines: refuse DEBUG (chat.E010) before anyone sees a debug
+        # page. A subprocess, since the master must not import Django (see patches.py).
+        subprocess.run([sys.executable, "manage.py", "check", "--tag", "security",
+                        "--fail-level", "ERROR"], cwd=embedded.BASE_DIR, check=True)
 
 
 def on_exit(server):

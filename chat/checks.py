@@ -1,5 +1,4 @@
 """System checks for the traps of running Django under gevent (``manage.py check``)."""
-import ipaddress
 import os
 import sys
 
@@ -7,6 +6,7 @@ from django.conf import settings
 from django.core.checks import Error, Tags, register
 
 from chat.scrape import parse_networks
+from project.binding import bind_is_loopback
 
 
 @register(Tags.compatibility)
@@ -105,9 +105,6 @@ def check_revocation_middleware(app_configs, **kwargs):
         id="chat.E009")]
 
 
-LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
-
-
 @register(Tags.security, deploy=False)
 def check_debug_bind(app_configs, **kwargs):
     """Refuse DEBUG on an address other machines can reach: debug pages show code and settings."""
@@ -117,20 +114,6 @@ def check_debug_bind(app_configs, **kwargs):
         f"DEBUG is on and CHAT_BIND={settings.CHAT_BIND!r} is not a loopback address.",
         hint="Set DJANGO_DEBUG=0 with a SECRET_KEY of your own, or bind to 127.0.0.1 or [::1].",
         id="chat.E010")]
-
-
-def bind_is_loopback(bind):
-    """Tell whether gunicorn's ``bind`` ("host:port", "[v6]:port", "unix:path") is loopback only."""
-    if bind.startswith(("unix:", "fd://")):
-        return True
-    host = bind if bind.count(":") > 1 and "]" not in bind else bind.rsplit(":", 1)[0]
-    host = host.strip("[]")
-    if host.lower() in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # "0.0.0.0", "" (all interfaces) are addresses; a host name may be anything
 
 
 @register()

@@ -6,6 +6,7 @@ database makes the answer 503, never a stalled worker.
 """
 import logging
 
+import gevent
 import psycopg2
 from django.db import Error, connection
 from django.http import JsonResponse
@@ -19,6 +20,7 @@ from chat.errors import ServerBusy
 logger = logging.getLogger(__name__)
 
 DATABASE_WAIT = 1.0  # seconds a readiness check waits for a pooled connection
+PROBE_TIMEOUT = 2.0  # seconds more for its SELECT 1 to answer
 
 
 @never_cache
@@ -48,9 +50,14 @@ def database_state(pool=None, wait=DATABASE_WAIT):
     as the application's fault rather than the database's.
     """
     try:
-        with (pool or connection_pool()).lend(wait), connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-    except ServerBusy:
+        # Bounded whatever the socket does: a server that acknowledges and never answers
+        # is reported within a few seconds, not when TCP gives up.
+        with gevent.Timeout(wait + PROBE_TIMEOUT, ServerBusy("no answer")):
+            with (pool or connection_pool()).lend(wait), connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+    except ServerBusy as busy:
+        if str(busy) == "no answer":
+            return f"unreachable: no answer to SELECT 1 within {wait + PROBE_TIMEOUT:g} s"
         return "busy"
     except (Error, psycopg2.Error, OSError) as error:
         reason = str(error).strip().splitlines()

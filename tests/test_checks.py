@@ -98,3 +98,20 @@ def test_a_negative_hash_queue_is_reported_and_zero_allowed(settings):
     assert checks.check_edge_settings(None) == []
     settings.CHAT_HASH_QUEUE = -1
     assert ids(checks.check_edge_settings(None)) == ["chat.E006"]
+
+
+def test_gunicorn_refuses_debug_on_an_address_other_machines_reach(database_url):
+    """chat.E010 stops the master before it binds: no debug page is ever served in public."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.live import BASE_DIR, free_port
+
+    env = {**os.environ, "DATABASE_URL": database_url, "DJANGO_DEBUG": "1",
+           "CHAT_BIND": f"0.0.0.0:{free_port()}"}
+    result = subprocess.run([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi"],
+                            cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "chat.E010" in result.stderr + result.stdout
+    assert "Listening at" not in result.stderr + result.stdout

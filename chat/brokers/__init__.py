@@ -14,6 +14,11 @@ BROKERS = {
 CHANNEL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,63}")
 
 
+#: Connection options of DATABASES["default"] that the LISTEN connection gets too.
+LISTEN_OPTIONS = ("connect_timeout", "keepalives", "keepalives_idle", "keepalives_interval",
+                  "keepalives_count", "tcp_user_timeout")
+
+
 def from_settings():
     """Build the broker named by ``CHAT_BROKER``: ``memory``, ``postgres`` or ``redis``."""
     name = settings.CHAT_BROKER
@@ -29,7 +34,10 @@ def from_settings():
 
         _require_patches(name)
         if settings.CHAT_LISTEN_DATABASE_URL:  # PostgreSQL itself, where DATABASE_URL is PgBouncer
-            params = {"dsn": settings.CHAT_LISTEN_DATABASE_URL}
+            options = settings.DATABASES["default"].get("OPTIONS", {})
+            # The same connect timeout and keepalives: a half-open listener is noticed too.
+            params = {"dsn": settings.CHAT_LISTEN_DATABASE_URL,
+                      **{k: v for k, v in options.items() if k in LISTEN_OPTIONS}}
         else:
             params = connections["default"].get_connection_params()
         params["application_name"] = f"chat-listener:{os.getpid()}"
