@@ -7,6 +7,7 @@ import http.client
 import json
 import logging
 import re
+import time
 import urllib.parse
 from http.cookies import SimpleCookie
 
@@ -42,6 +43,11 @@ def _request(url, method, path, body=None, cookies=None, timeout=60):
     return response.status, content, jar
 
 
+#: Tries of a log-in the server refused with 503 (its hashing admission), and the wait between.
+BUSY_RETRIES = 30
+BUSY_WAIT = 1.0
+
+
 def login(url, username, password, path="/accounts/login/"):
     """Return the cookie header value of a fresh session for ``username``."""
     status, page, jar = _request(url, "GET", path)
@@ -49,7 +55,11 @@ def login(url, username, password, path="/accounts/login/"):
     if status != 200 or not match:
         raise LoginError(f"GET {path} answered {status} without a login form: is --url right?")
     form = {"username": username, "password": password, "csrfmiddlewaretoken": match.group(1).decode()}
-    status, page, jar = _request(url, "POST", path, body=form, cookies=jar)
+    for _ in range(BUSY_RETRIES):  # 503: every hashing slot is taken; come back shortly
+        status, page, jar = _request(url, "POST", path, body=form, cookies=jar)
+        if status != 503:
+            break
+        time.sleep(BUSY_WAIT)
     if status == 429:
         raise LoginError(f"{username}: login throttled (429); wait, or check --password")
     if status != 302 or "sessionid" not in jar:
