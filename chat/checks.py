@@ -70,9 +70,7 @@ def check_chat_settings(app_configs, **kwargs):
              "CHAT_DB_FRAME_RATE", "CHAT_DB_FRAME_BURST", "CHAT_TYPING_RATE", "CHAT_TYPING_BURST",
              "CHAT_SOCKETS_PER_USER", "CHAT_REVALIDATE_INTERVAL", "CHAT_EVENT_MAX_BYTES",
              "CHAT_MAX_FRAGMENTS", "CHAT_CONTROL_FRAMES_PER_SECOND"]
-    errors = [Error(f"{name} must be a positive number, not {getattr(settings, name)!r}.",
-                    id="chat.E006")
-              for name in names if not getattr(settings, name) > 0]
+    errors = not_positive(names)
     if settings.CHAT_REF_MAX_CHARS > 64:
         errors.append(Error("CHAT_REF_MAX_CHARS must be at most 64: Message.ref holds 64 characters.",
                             id="chat.E007"))
@@ -83,6 +81,13 @@ def check_chat_settings(app_configs, **kwargs):
             hint="Use comma-separated IP addresses or CIDR networks, e.g. 127.0.0.1/8,::1,10.0.0.0/8.",
             id="chat.E008"))
     return errors
+
+
+def not_positive(names):
+    """Return a chat.E006 error for each setting in ``names`` that is not a positive number."""
+    return [Error(f"{name} must be a positive number, not {getattr(settings, name)!r}.",
+                  id="chat.E006")
+            for name in names if not getattr(settings, name) > 0]
 
 
 REVOCATION_MIDDLEWARE = "chat.revocation.RevocationMiddleware"
@@ -121,9 +126,7 @@ def check_edge_settings(app_configs, **kwargs):
     """Check the numbers of log-in admission, the per-address limits and database timeouts."""
     positive = ["CHAT_HASH_RETRY_AFTER", "CHAT_SIGNUP_MAX_PER_ADDRESS", "CHAT_SIGNUP_WINDOW",
                 "CHAT_ROOM_CREATE_MAX_PER_ADDRESS", "CHAT_ROOM_CREATE_WINDOW"]
-    errors = [Error(f"{name} must be a positive number, not {getattr(settings, name)!r}.",
-                    id="chat.E006")
-              for name in positive if not getattr(settings, name) > 0]
+    errors = not_positive(positive)
     if settings.CHAT_HASH_QUEUE < 0:
         errors.append(Error(f"CHAT_HASH_QUEUE must be 0 or more, not {settings.CHAT_HASH_QUEUE!r}.",
                             id="chat.E006"))
