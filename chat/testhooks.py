@@ -55,9 +55,6 @@ def _seconds(frame):
     return seconds
 
 
-HOOKS = {"_sleep": test_sleep, "_spin": test_spin, "_worker": test_worker, "_census": test_census}
-
-
 def test_fail_publishes(session, frame):
     """Test hook: make this worker's next ``count`` broker publishes raise (a lost publish)."""
     count = frame.fields.get("count")
@@ -78,4 +75,5 @@ def test_fail_publishes(session, frame):
     session.send(event("_failing_publishes", frame.ref, pid=os.getpid(), count=count))
 
 
-HOOKS["_fail_publishes"] = test_fail_publishes
+HOOKS = {"_sleep": test_sleep, "_spin": test_spin, "_worker": test_worker, "_census": test_census,
+         "_fail_publishes": test_fail_publishes}
