@@ -76,6 +76,8 @@ class Server:
         environ = {**os.environ, "DATABASE_URL": self.database_url, "WEB_CONCURRENCY": "1",
                    # The load test's few senders send far above a person's rate limit.
                    "CHAT_RATE_LIMIT": "100000", "CHAT_RATE_BURST": "100000",
+                   # Its few accounts hold thousands of sockets each (CHAT_SOCKETS_PER_USER is 20).
+                   "CHAT_SOCKETS_PER_USER": "1000000",
                    "CHAT_MAX_BLOCKING_TIME": "0.05",
                    # Production settings, but plain HTTP on loopback: no redirect to HTTPS.
                    "DJANGO_DEBUG": "0", "SECRET_KEY": os.urandom(32).hex(), "SECURE_SSL_REDIRECT": "0", **env}

@@ -1,6 +1,6 @@
 """The benchmark scenarios of docs/benchmarks.md, each from scratch with one command.
 
-    .venv/bin/python bench/scenarios.py s1 [--servers ours,channels,flask,bare] [--sizes 1000,3000,10000]
+    .venv/bin/python bench/scenarios.py s1 [--servers ours,channels,flask,bare] [--sizes 1000,3000,10000] [--in-flight 1000]
     .venv/bin/python bench/scenarios.py s2 [--servers ...] [--runs 2]
     .venv/bin/python bench/scenarios.py s3 [--servers ...] [--count 500]
 
@@ -23,7 +23,7 @@ from bench.roundtrip import round_trips  # noqa: E402
 S2_RATES = "20,50,100,200,400,800"
 
 
-def s1(database, names, sizes):
+def s1(database, names, sizes, in_flight):
     rows = []
     for name in names:
         for size in sizes:
@@ -31,7 +31,7 @@ def s1(database, names, sizes):
             try:
                 result = server.loadtest(f"s1-{name}-{size}", "--users", str(size), "--senders", "1",
                                          "--accounts", "50", "--rate", "1", "--duration", "1", "--pause", "3",
-                                         "--ramp", "0", "--send-after-open", "--connect-concurrency", "200",
+                                         "--ramp", "0", "--send-after-open", "--connect-concurrency", str(in_flight),
                                          "--drain", "30", "--open-timeout", "120")
             finally:
                 blocks = server.hub_blocks()
@@ -88,6 +88,7 @@ def main():
     parser.add_argument("scenario", choices=("s1", "s2", "s3"))
     parser.add_argument("--servers", default=",".join(SERVERS), help="comma list of %s" % ", ".join(SERVERS))
     parser.add_argument("--sizes", default="1000,3000,10000", help="S1: socket counts")
+    parser.add_argument("--in-flight", type=int, default=1000, help="S1: handshakes in flight")
     parser.add_argument("--runs", type=int, default=2, help="S2: how many times to run every server")
     parser.add_argument("--count", type=int, default=500, help="S3: round trips")
     args = parser.parse_args()
@@ -99,7 +100,7 @@ def main():
     database = Database()
     began = time.time()
     if args.scenario == "s1":
-        rows = s1(database, names, [int(n) for n in args.sizes.split(",")])
+        rows = s1(database, names, [int(n) for n in args.sizes.split(",")], args.in_flight)
     elif args.scenario == "s2":
         rows = s2(database, names, args.runs)
     else:
