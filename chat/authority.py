@@ -25,6 +25,7 @@ from datetime import datetime, timezone
 import gevent
 
 from chat import sessioncheck
+from chat.batching import Batches
 from chat.db import db_work
 
 logger = logging.getLogger(__name__)
@@ -33,6 +34,8 @@ AUTH_CLOSE = 4401
 TOO_MANY_SOCKETS = 4429
 #: Sockets checked per batch of the periodic revalidation (a few queries each).
 CHECK_BATCH = 200
+#: Users per ``tally`` event (a few bytes each: well within NOTIFY's 8,000).
+TALLY_BATCH = 200
 
 
 class Authority:
@@ -54,6 +57,7 @@ class Authority:
         self.by_key = defaultdict(set)
         self.remote = defaultdict(dict)  # user_id -> {worker: (sockets, when)}
         self.rooms_of = None  # (slug) -> sessions joined to it here; set by the wiring
+        self.tallies = Batches(self._publish_tallies, TALLY_BATCH, name="publishing tallies")
         self.handlers = {"disconnect": self._disconnect, "revalidate": self._revalidate,
                          "room": self._room, "tally": self._tally}
 
@@ -99,14 +103,18 @@ class Authority:
 
     def _report(self, user_id, dropped=False):
         # Only users with 2+ sockets here are told about (and the drop back to 1): the common
-        # case of one socket per user costs the broker nothing.
+        # case of one socket per user costs the broker nothing. Off the handshake, and in
+        # batches: the users whose counts changed while one tally was published go in the next.
         count = len(self.by_user.get(user_id, ()))
         if count >= 2 or (dropped and count == 1):
-            # Off the handshake: publishing may wait for a pooled connection. Receivers keep
-            # the newest by "at", so tallies published out of order do no harm.
-            gevent.spawn(self._publish, {"type": "tally", "user": user_id, "worker": self.worker,
-                                         "sockets": count if count >= 2 else 0,
-                                         "at": self.wall_clock()})
+            self.tallies.submit(user_id)
+
+    def _publish_tallies(self, user_ids):
+        """Publish the current counts of ``user_ids`` here in one ``tally`` event."""
+        counts = [[user_id, len(self.by_user.get(user_id, ()))] for user_id in user_ids]
+        self._publish({"type": "tally", "worker": self.worker, "at": self.wall_clock(),
+                       "counts": [[user_id, n if n >= 2 else 0] for user_id, n in counts]})
+        return {}
 
     def report_all(self):
         """Re-send the tallies of users with several sockets here (they expire elsewhere)."""
@@ -162,17 +170,25 @@ class Authority:
             gevent.spawn(self.recheck_room, slug)
 
     def _tally(self, event):
+        """Note another worker's counts: ``counts`` of ``[user, sockets]``, or one ``user``.
+
+        The single form is what workers before the batched tallies send (a rolling deploy).
+        """
         if event.get("worker") == self.worker:
             return
-        user_id, count = event.get("user"), event.get("sockets", 0)
         at = event.get("at", self.wall_clock())
+        pairs = event.get("counts") or [[event.get("user"), event.get("sockets", 0)]]
+        for user_id, count in pairs:
+            self._note_tally(event["worker"], user_id, count, at)
+
+    def _note_tally(self, worker, user_id, count, at):
         tallies = self.remote.get(user_id, {})
-        if at < tallies.get(event["worker"], (0, 0))[1]:
+        if at < tallies.get(worker, (0, 0))[1]:
             return  # older than what that worker told us last
         if count:
-            self.remote[user_id][event["worker"]] = (count, at)
+            self.remote[user_id][worker] = (count, at)
         elif tallies:
-            tallies.pop(event["worker"], None)
+            tallies.pop(worker, None)
             if not tallies:
                 del self.remote[user_id]
 

@@ -3,16 +3,16 @@
 A frame count alone let a client that never reads, but keeps asking for big ``joined`` or
 ``history`` replies, queue gigabytes in one worker (issue 11). One frame is always taken into
 an empty queue, however large (a ``joined`` of 500 long messages is legitimate); beyond that
-the queue holds at most ``max_bytes``. A close is queued as a ``(code, reason)`` tuple after
-everything else is dropped.
+the queue holds at most ``max_bytes``. A close is kept as a ``(code, reason)`` tuple after
+everything else is dropped. Nothing here waits: the socket session decides who writes.
 """
 from collections import deque
 
-from gevent.event import Event
-
 
 class Outbox:
-    """Frames (bytes) waiting for the writer, then at most one close."""
+    """Frames (bytes) waiting to be written, then at most one close."""
+
+    __slots__ = ("max_frames", "max_bytes", "frames", "bytes", "closing")
 
     def __init__(self, max_frames, max_bytes):
         self.max_frames = max_frames
@@ -20,7 +20,6 @@ class Outbox:
         self.frames = deque()
         self.bytes = 0
         self.closing = None  # (code, reason) once close() was called
-        self._ready = Event()
 
     def __len__(self):
         return len(self.frames)
@@ -32,23 +31,18 @@ class Outbox:
             return False
         self.frames.append(frame)
         self.bytes += len(frame)
-        self._ready.set()
         return True
 
     def close(self, code, reason):
-        """Drop what is queued; the next ``get()`` returns ``(code, reason)``."""
+        """Drop what is queued and keep ``(code, reason)`` as the last thing to write."""
         self.frames.clear()
         self.bytes = 0
         self.closing = (code, reason)
-        self._ready.set()
 
-    def get(self, most_bytes):
-        """Wait for frames; return them joined (up to ``most_bytes``), or the close tuple."""
-        while not self.frames and self.closing is None:
-            self._ready.clear()
-            self._ready.wait()
-        if self.closing is not None:
-            return self.closing
+    def take(self, most_bytes):
+        """Return the queued frames joined (up to ``most_bytes``, at least one), or None."""
+        if not self.frames:
+            return None
         frames = [self.frames.popleft()]
         size = len(frames[0])
         while self.frames and size + len(self.frames[0]) <= most_bytes:
@@ -57,3 +51,8 @@ class Outbox:
             size += len(frame)
         self.bytes -= size
         return frames[0] if len(frames) == 1 else b"".join(frames)
+
+    def give_back(self, data):
+        """Put ``data`` from ``take()`` back in front: it goes first, whatever the bounds."""
+        self.frames.appendleft(data)
+        self.bytes += len(data)

@@ -1,5 +1,5 @@
-"""The worker's singletons, wired in one visible place: the hub (with its broker), the limiter
-and the authority over the sockets.
+"""The worker's singletons, wired in one visible place: the hub (with its broker), the limiter,
+the authority over the sockets and the handshakes' session look-ups.
 
 Built on first use, in the worker after the fork; tests may ``reset()`` them.
 """
@@ -9,6 +9,7 @@ import gevent
 
 from chat import brokers, rooms
 from chat.authority import Authority
+from chat.handshake import SignIns
 from chat.hub import CONTROL, Hub
 from chat.presence import DatabasePresence
 from chat.ratelimit import RateLimiter
@@ -17,6 +18,7 @@ _hub = None
 _loops = []  # the hub's and the authority's periodic greenlets
 _limiter = None
 _authority = None
+_sign_ins = None
 
 
 def hub():
@@ -59,6 +61,14 @@ def current_hub():
     return _hub
 
 
+def sign_ins():
+    """Return the worker's batched session look-ups for handshakes (chat/handshake.py)."""
+    global _sign_ins
+    if _sign_ins is None:
+        _sign_ins = SignIns()
+    return _sign_ins
+
+
 def limiter():
     """Return the per-user rate limiter for ``send`` and ``typing``."""
     global _limiter
@@ -69,9 +79,9 @@ def limiter():
 
 def reset():
     """Forget the singletons (stopping the broker and the loops), so the next use builds them anew."""
-    global _hub, _limiter, _authority
+    global _hub, _limiter, _authority, _sign_ins
     if _hub is not None:
         gevent.killall(_loops, block=False)
         _loops.clear()
         _hub.stop()
-    _hub = _limiter = _authority = None
+    _hub = _limiter = _authority = _sign_ins = None

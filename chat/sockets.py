@@ -1,10 +1,13 @@
-"""The socket session: one per WebSocket, with a reader, a bounded writer queue and keep-alive.
+"""The socket session: one per WebSocket, with a reader, a bounded outbox and keep-alive.
 
-The reader greenlet (the view's own) parses and dispatches frames one at a time. Everything
-sent to the client goes through an outbox bounded in frames and bytes (chat/outbox.py),
-drained by a writer greenlet, so a slow or dead client never delays the others: when its
-outbox overflows it is closed with 1013 and comes back with ``since``. A keep-alive timer
-pings and drops peers that went silent. The worker's :class:`~chat.authority.Authority`
+The reader greenlet (the handler's own) parses and dispatches frames one at a time.
+Everything sent to the client goes through an outbox bounded in frames and bytes
+(chat/outbox.py). A hub callback writes it once per turn of the event loop (what was queued
+meanwhile joined into one write) without waiting; only a socket the kernel cannot take it all
+from gets a writer greenlet, until its backlog is gone. So a slow or dead client never delays
+the others (when its outbox overflows it is closed with 1013 and comes back with ``since``),
+and an idle socket costs no greenlet but its reader. A keep-alive timer pings and drops peers
+that went silent. The worker's :class:`~chat.authority.Authority`
 admits the socket (the per-user budget) and may close it while it runs (revocation).
 
 Each session has a connection id (``<pid>-<n>``, unique in the worker's log) carried by every
@@ -23,7 +26,7 @@ from chat.authority import TOO_MANY_SOCKETS
 from chat.errors import ChatError, UnknownType
 from chat.outbox import Outbox
 from chat.ratelimit import TokenBucket
-from chat.wsmends import MendedWebSocket, encode_frame
+from chat.wsmends import MendedWebSocket, WebSocketError, encode_frame
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +83,9 @@ class SocketSession:
         self.typing = TokenBucket(budgets.typing_rate, budgets.typing_burst, clock)
         self.closing = False
         self.expiry_timer = None  # set by the authority
-        self._greenlets = []
+        self._greenlets = []  # the close timeout
+        self._writer = None  # a greenlet while the outbox has a backlog the kernel did not take
+        self._flush_due = False  # a hub callback will write the outbox
         self._keepalive = None
         self.conn_id = connection_id()
 
@@ -99,7 +104,6 @@ class SocketSession:
         try:  # from here on the finally undoes what was done: the gauge above included
             self.hub.sessions.add(self)
             self.authority.watch_expiry(self, expires_at)
-            self._greenlets = [gevent.spawn(self._write_loop)]
             self._keepalive = self._start_keepalive()
             while True:
                 message = self.ws.receive()
@@ -117,7 +121,7 @@ class SocketSession:
             metrics.OPEN_SOCKETS.dec()
             for slug in list(self.rooms):
                 self.unsubscribe(slug)
-            gevent.killall(self._greenlets, block=False)
+            gevent.killall([*self._greenlets, *filter(None, [self._writer])], block=False)
             if self._keepalive is not None:
                 self._keepalive.close()  # its callback holds this session
             self._linger()
@@ -209,6 +213,7 @@ class SocketSession:
                            self.outbox.bytes)
             self.close(1013, TOO_SLOW)
             return False
+        self._flush_soon()
         return True
 
     def close(self, code, reason=""):
@@ -219,23 +224,57 @@ class SocketSession:
         if code == 1013:
             metrics.SEND_QUEUE_OVERFLOWS.inc()
         self.outbox.close(code, reason)
+        self._flush_soon()
         # A peer that never reads or never answers is cut off after CLOSE_TIMEOUT.
         self._greenlets.append(gevent.spawn_later(self.close_timeout, self.ws.shutdown))
 
+    def _flush_soon(self):
+        if self._writer is None and not self._flush_due:
+            self._flush_due = True
+            gevent.get_hub().loop.run_callback(self._flush)
+
+    def _flush(self):
+        """Write the outbox from the hub, taking what the kernel takes now; never wait.
+
+        Runs once per turn of the loop, so the frames queued meanwhile (a burst of messages)
+        go out in one write. What is left, or a close, goes to a writer greenlet.
+        """
+        self._flush_due = False
+        if self._writer is not None:
+            return
+        try:
+            while not self.ws.pending and (data := self.outbox.take(WRITE_BATCH_BYTES)):
+                if not self.ws.send_now(data):
+                    self.outbox.give_back(data)
+                    break
+        except WebSocketError:
+            self.ws.shutdown()  # dead: the reader sees it and ends the session
+            return
+        except Exception:
+            logger.exception("writing failed conn=%s user=%s: closing with 1011",
+                             self.conn_id, self.username)
+            self.closing = True
+            self.outbox.close(1011, "server error")
+        if self.outbox.frames or self.ws.pending or self.outbox.closing is not None:
+            self._writer = gevent.spawn(self._write_loop)
+
     def _write_loop(self):
-        """Write what the outbox holds (a burst joined into one write) until the close."""
+        """Write the backlog, waiting for the kernel, until the outbox is empty or closed."""
         try:
             while True:
-                item = self.outbox.get(WRITE_BATCH_BYTES)
-                if isinstance(item, tuple):
-                    code, reason = item
-                    self.ws.close(code, reason)
+                if self.outbox.closing is not None:
+                    code, reason = self.outbox.closing
+                    self.ws.close(code, reason)  # after the end of a frame begun, if any
                     logger.info("sent close conn=%s user=%s code=%s reason=%r",
                                 self.conn_id, self.username, code, reason)
                     return
+                data = self.outbox.take(WRITE_BATCH_BYTES)
+                if data is None and not self.ws.pending:
+                    self._writer = None  # no backlog: hub callbacks write again
+                    return
                 try:
-                    self.ws.send_raw(item)
-                except OSError:
+                    self.ws.send_raw(data or b"")
+                except (OSError, WebSocketError):
                     self.ws.shutdown()
                     return
         except Exception:

@@ -143,20 +143,38 @@ class ChatHandler(WebSocketHandler, PyWSGIHandler):
         return super().run_application()
 
     def run_websocket(self):
-        """Run the application for an upgraded socket; close what it left open.
+        """Run the application for an upgraded socket, then the socket session it set up.
 
-        Unlike 0.10.1, keep no registry of clients by address: with a Unix-socket bind every
-        address is '' and its ``del`` raised KeyError when several sockets closed. When Django
-        answered without serving the socket (a disallowed Host gets 400, a crash 500), the
-        client gets 1008 or 1011 with that status as the reason.
+        The view (chat/endpoint.py) returns once the socket is set up; Django finishes the
+        request (``request_finished`` closes its connections) and only then does the session
+        run here, so the request, its session and its frames are not kept for the socket's
+        life. Unlike 0.10.1, keep no registry of clients by address: with a Unix-socket bind
+        every address is '' and its ``del`` raised KeyError when several sockets closed. When
+        Django answered without setting a socket up (a disallowed Host gets 400, a crash 500),
+        the client gets 1008 or 1011 with that status as the reason.
         """
+        from django.db import connections  # not at import: the master imports us
+
+        from chat.endpoint import SOCKET_SESSION
+
         statuses = []
 
         def start_response(status, headers, exc_info=None):
             statuses.append(status)
 
         try:
-            list(self.application(self.environ, start_response))
+            result = self.application(self.environ, start_response)
+            try:
+                list(result)
+            finally:
+                if hasattr(result, "close"):
+                    result.close()  # PEP 3333: Django's request_finished
+            session, expires_at = self.environ.pop(SOCKET_SESSION, (None, None))
+            if session is not None:
+                try:
+                    session.run(expires_at)  # logs its opening, its errors and its close
+                finally:
+                    connections.close_all()  # any this greenlet opened outside db_work()
         finally:
             if not self.websocket.closed:
                 status = statuses[-1] if statuses else "500 Internal Server Error"

@@ -93,7 +93,7 @@ class MendedWebSocket(WebSocket):
 
     __slots__ = ("max_message_size", "max_fragments", "control_frames_per_second",
                  "control_frames_burst", "clock", "last_received", "close_code", "_write_lock",
-                 "_raw_socket", "_control_tokens", "_control_updated", "_unyielded")
+                 "_raw_socket", "_rest", "_control_tokens", "_control_updated", "_unyielded")
 
     def __init__(self, environ, stream, handler):
         super().__init__(environ, stream, handler)
@@ -113,6 +113,7 @@ class MendedWebSocket(WebSocket):
         # The non-blocking socket under gevent's: one send() where gevent's sendall() would also
         # ask the kernel for SO_SNDBUF and arm a timeout, for every frame (a fifth of fan-out).
         self._raw_socket = getattr(getattr(handler, "socket", None), "_sock", None)
+        self._rest = None  # the unsent end of a frame send_now() began: it goes out first
 
     def __del__(self):
         """Do nothing: 0.10.1 sends a close frame from the garbage collector."""
@@ -255,7 +256,11 @@ class MendedWebSocket(WebSocket):
             if self.closed:
                 raise WebSocketError(MSG_ALREADY_CLOSED)
             try:
-                self._write(frame)
+                if self._rest is not None:
+                    rest, self._rest = self._rest, None
+                    self.raw_write(rest)
+                if frame:
+                    self._write(frame)
             except BaseException as exc:
                 # A write cut short (socket error, gevent.Timeout, kill) may leave part of a
                 # frame on the wire: nothing written after it could be parsed.
@@ -263,6 +268,39 @@ class MendedWebSocket(WebSocket):
                 if isinstance(exc, OSError):
                     raise WebSocketError(MSG_SOCKET_DEAD) from exc
                 raise
+
+    def send_now(self, data):
+        """Write what the kernel takes of ``data`` now, never waiting (safe in a hub callback).
+
+        Return False, writing nothing, when a write is in progress or pending: the caller
+        keeps ``data`` for a writer greenlet. When the kernel takes only part, the rest is
+        kept here and goes out first with the next ``send_raw()`` (``pending`` tells): no other
+        frame may come between the halves of one. Raise WebSocketError if closed or dead.
+        """
+        if self._raw_socket is None or self._rest is not None:
+            return False
+        if not self._write_lock.acquire(blocking=False):
+            return False
+        try:
+            if self.closed:
+                raise WebSocketError(MSG_ALREADY_CLOSED)
+            try:
+                sent = self._raw_socket.send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                self._release()
+                raise WebSocketError(MSG_SOCKET_DEAD) from exc
+            if sent < len(data):
+                self._rest = memoryview(data)[sent:]
+            return True
+        finally:
+            self._write_lock.release()
+
+    @property
+    def pending(self):
+        """Tell whether the end of a frame begun by ``send_now()`` still waits to be written."""
+        return self._rest is not None
 
     def _write(self, data):
         """Write all of ``data``: one plain send() when the kernel takes it all (the usual case)."""

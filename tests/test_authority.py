@@ -263,11 +263,27 @@ def test_a_tally_is_published_only_for_users_with_several_sockets_here():
     assert published == []
     authority.admit(second)
     gevent.sleep(0)
-    assert [(e["user"], e["sockets"]) for e in published] == [(7, 2)]
+    assert [e["counts"] for e in published] == [[[7, 2]]]
     authority.discard(second)
     gevent.sleep(0)
-    assert [(e["user"], e["sockets"]) for e in published] == [(7, 2), (7, 0)]
+    assert [e["counts"] for e in published] == [[[7, 2]], [[7, 0]]]
     assert all(e["worker"] == authority.worker for e in published)
+
+
+def test_counts_that_change_before_a_tally_goes_out_are_published_together():
+    published = []
+    authority = an_authority(per_user=50, published=published)
+    for n in range(3):
+        authority.admit(FakeSession(7, f"a{n}"))
+        authority.admit(FakeSession(8, f"b{n}"))
+    gevent.sleep(0.01)
+    assert [e["counts"] for e in published] == [[[7, 3], [8, 3]]]  # each user once, as now
+
+
+def test_a_tally_of_a_worker_before_batched_tallies_still_counts():
+    authority = an_authority(per_user=3)
+    authority.apply({"type": "tally", "user": 7, "worker": "old", "sockets": 3, "at": 1000})
+    assert authority.elsewhere(7) == 3
 
 
 def test_a_rekeyed_session_keeps_its_sockets_and_a_disconnect_finds_them_by_the_new_key():

@@ -702,3 +702,21 @@ def test_create_logger_keeps_the_handlers_and_class_of_the_logger():
         assert log.handlers == [handler] and type(log) is cls
     finally:
         log.removeHandler(handler)
+
+
+def test_send_now_keeps_the_end_of_a_frame_the_kernel_did_not_take_for_the_next_write(default):
+    client = RawClient(default.port)
+    try:
+        ws = default.next_socket()
+        ws.handler.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+        payload = os.urandom(1 << 20)
+        assert ws.send_now(wsmends.encode_frame(payload, BINARY)) is True
+        assert ws.pending  # 1 MiB does not fit an 8 KiB buffer and nobody read yet
+        assert ws.send_now(b"never") is False  # nothing may come between the halves
+        closer = gevent.spawn(ws.close, 1000, "bye")  # waits for room, the end goes first
+        assert client.recv_frame() == (True, BINARY, payload)
+        assert client.recv_close() == (1000, b"bye")
+        closer.join(timeout=TIMEOUT)
+        assert not ws.pending and ws.close_code == 1000
+    finally:
+        client.close()
