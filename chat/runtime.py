@@ -51,9 +51,14 @@ def authority():
                                revalidate_interval=settings.CHAT_REVALIDATE_INTERVAL,
                                room_readers=rooms.readers)
         _authority.rooms_of = lambda slug: list(getattr(hub_.rooms.get(slug), "sessions", ()))
-        hub_.on_control = _authority.apply
+        hub_.on_control = _on_control
         _loops.append(gevent.spawn(_authority.run_backstop))
     return _authority
+
+
+def _on_control(event):
+    sign_ins().apply(event)  # first: a handshake must not take a revoked session from memory
+    _authority.apply(event)
 
 
 def current_hub():
@@ -65,7 +70,7 @@ def sign_ins():
     """Return the worker's batched session look-ups for handshakes (chat/handshake.py)."""
     global _sign_ins
     if _sign_ins is None:
-        _sign_ins = SignIns()
+        _sign_ins = SignIns(ttl=settings.CHAT_SESSION_CACHE_TTL)
     return _sign_ins
 
 

@@ -237,6 +237,9 @@ CHAT_TYPING_BURST = env_number("CHAT_TYPING_BURST", 3)
 CHAT_SOCKETS_PER_USER = env_number("CHAT_SOCKETS_PER_USER", 20)
 CHAT_REVALIDATE_INTERVAL = env_number("CHAT_REVALIDATE_INTERVAL", 60.0, float)
 CHAT_MEMBERSHIP_RECHECK = env_number("CHAT_MEMBERSHIP_RECHECK", 5.0, float)
+# Seconds a worker remembers a session a handshake found signed in (0: never); revocations
+# forget it at once (chat/handshake.py).
+CHAT_SESSION_CACHE_TTL = env_number("CHAT_SESSION_CACHE_TTL", 5.0, float)
 # Seconds a room waits for a missing seq before reading it from the database.
 CHAT_GAP_WAIT = env_number("CHAT_GAP_WAIT", 0.5, float)
 # How often each worker checks, in one query, that no room's cursor is behind Room.last_seq
