@@ -37,7 +37,8 @@ loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 control_socket_disable = True
 proc_name = "chat"
 
-OPEN_FILES = 10_000 + 1_024
+# A file per socket of the pool, and some for the database, the logs and the metrics.
+OPEN_FILES = worker_connections + 1_024
 MAX_BLOCKING_TIME = float(os.environ.get("CHAT_MAX_BLOCKING_TIME", "0.1"))
 BLOCKING_MONITOR = os.environ.get("CHAT_BLOCKING_MONITOR", "1") not in ("0", "false", "no")
 # Seconds the master waits for the database before refusing to start (project/startup.py).
@@ -65,7 +66,9 @@ def on_starting(server):
     if wanted > soft:
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
     if wanted < OPEN_FILES:
-        server.log.warning("open files limited to %s: fewer than 10,000 sockets per worker", wanted)
+        server.log.warning("open files limited to %s (the hard limit): fewer sockets per worker than "
+                           "worker_connections (%s); raise the limit (LimitNOFILE=) or lower "
+                           "CHAT_WORKER_CONNECTIONS", wanted, worker_connections)
     _embedded_server = embedded.ensure_database_url()
     startup.wait_for_database(os.environ["DATABASE_URL"], DB_START_TIMEOUT)
     if _embedded_server is not None:
