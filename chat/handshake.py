@@ -26,7 +26,7 @@ PRUNE_ABOVE = 10_000
 class SignIns:
     """The worker's session look-ups for handshakes, at most ``batch_max`` keys a batch."""
 
-    def __init__(self, look_up=sessioncheck.signed_in, batch_max=500, ttl=5.0,
+    def __init__(self, look_up=sessioncheck.signed_in, batch_max=200, ttl=5.0,
                  clock=time.monotonic):
         self.batches = Batches(look_up, batch_max, name="looking sessions up")
         self.ttl = ttl
