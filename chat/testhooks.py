@@ -8,6 +8,7 @@ import time
 
 import greenlet
 from django.db import connection
+from django.http import HttpRequest
 
 from chat.db import db_work
 from chat.errors import BadRequest
@@ -38,14 +39,16 @@ def test_worker(session, frame):
 
 
 def test_census(session, frame):
-    """Test hook: count this worker's live greenlets and open sockets (leak tests).
+    """Test hook: count this worker's live greenlets, open sockets and Django requests.
 
     Collects garbage and walks every object, so it stalls the hub for a moment on purpose.
     """
     gc.collect()
-    alive = sum(1 for o in gc.get_objects() if isinstance(o, greenlet.greenlet) and not o.dead)
+    objects = gc.get_objects()
+    alive = sum(1 for o in objects if isinstance(o, greenlet.greenlet) and not o.dead)
+    requests = sum(1 for o in objects if isinstance(o, HttpRequest))
     session.send(event("_census", frame.ref, pid=os.getpid(), greenlets=alive,
-                       sessions=len(session.hub.sessions)))
+                       sessions=len(session.hub.sessions), requests=requests))
 
 
 def _seconds(frame):

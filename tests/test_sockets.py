@@ -2,9 +2,11 @@
 import logging
 
 import gevent
+import pytest
 
 from chat.ratelimit import Budgets
 from chat.sockets import SocketSession
+from tests.live import connect, join, receive_type, send
 
 
 class FakeUser:
@@ -109,3 +111,30 @@ def test_a_writer_that_fails_closes_its_socket_with_1011_and_logs_once(caplog):
     assert [r.getMessage() for r in caplog.records] == [
         "writer failed conn=%s user=ann: closing with 1011" % session.conn_id]
     assert session.send_frame(b"later") is False  # nothing is queued for a dead writer
+
+
+@pytest.fixture(scope="module")
+def one_worker(start_server):
+    return start_server(WEB_CONCURRENCY=1)
+
+
+def census(ws):
+    send(ws, type="_census", ref="census")
+    return receive_type(ws, "_census", timeout=30)
+
+
+def test_an_idle_socket_costs_one_greenlet_and_keeps_no_django_request(one_worker, make_users, make_room):
+    room = make_room()
+    [probe, *keys] = [key for _, key in make_users(31, prefix="idle")]
+    probe = connect(one_worker, probe)
+    before = census(probe)
+    sockets = []
+    for key in keys:
+        ws = connect(one_worker, key)
+        join(ws, room)
+        sockets.append(ws)
+    gevent.sleep(0.5)  # presence announcements and tallies done
+    after = census(probe)
+    assert after["sessions"] - before["sessions"] == 30
+    assert 30 <= after["greenlets"] - before["greenlets"] <= 32  # its reader: no writer, no keep-alive
+    assert after["requests"] == before["requests"] == 0  # not even the census socket's own
