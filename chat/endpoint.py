@@ -6,7 +6,7 @@ from django.db import connections
 from django.http import HttpResponse
 from django.views.decorators.http import require_GET
 
-from chat import runtime, sessioncheck
+from chat import admission, runtime, sessioncheck
 from chat.db import db_work
 from chat.ratelimit import Budgets
 from chat.sockets import SocketSession
@@ -43,6 +43,7 @@ def websocket(request):
                                 ping_interval=settings.CHAT_PING_INTERVAL,
                                 idle_timeout=settings.CHAT_IDLE_TIMEOUT,
                                 close_timeout=settings.CHAT_CLOSE_TIMEOUT)
+        admission.registered(request.environ)  # set up: the next handshake may take its slot
         session.run(expires_at)  # logs its opening, its errors and its close
     finally:
         connections.close_all()

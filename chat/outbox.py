@@ -35,10 +35,12 @@ class Outbox:
         self._ready.set()
         return True
 
-    def close(self, code, reason):
-        """Drop what is queued; the next ``get()`` returns ``(code, reason)``."""
+    def close(self, code, reason, farewell=None):
+        """Drop what is queued; ``get()`` returns ``farewell`` (when given), then ``(code, reason)``."""
         self.frames.clear()
         self.bytes = 0
+        if farewell is not None:  # e.g. the drain's reconnect hint, which must precede the close
+            self.frames.append(farewell)
         self.closing = (code, reason)
         self._ready.set()
 
@@ -47,7 +49,7 @@ class Outbox:
         while not self.frames and self.closing is None:
             self._ready.clear()
             self._ready.wait()
-        if self.closing is not None:
+        if self.closing is not None and not self.frames:
             return self.closing
         frames = [self.frames.popleft()]
         size = len(frames[0])

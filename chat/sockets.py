@@ -211,14 +211,15 @@ class SocketSession:
             return False
         return True
 
-    def close(self, code, reason=""):
-        """Close with ``code`` after the frame being written; drop what is still queued."""
+    def close(self, code, reason="", farewell=None):
+        """Close with ``code`` after the frame being written (and ``farewell``, an event); drop
+        what is still queued."""
         if self.closing:
             return
         self.closing = True
         if code == 1013:
             metrics.SEND_QUEUE_OVERFLOWS.inc()
-        self.outbox.close(code, reason)
+        self.outbox.close(code, reason, farewell and encode_frame(protocol.encode(farewell)))
         # A peer that never reads or never answers is cut off after CLOSE_TIMEOUT.
         self._greenlets.append(gevent.spawn_later(self.close_timeout, self.ws.shutdown))
 
