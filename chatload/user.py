@@ -61,6 +61,7 @@ class VirtualUser:
         self.start = self.last = None
         self.unique, self.missing, self.pending = 0, set(), {}  # pending: ref -> (step, frame)
         self.hint, self.comeback = None, None  # the server's `reconnect` delay; the greenlet
+        self.failed_sends = []  # refs whose send raised: resent once back
 
     def open(self, timeout):
         """Connect and join; raise when that fails or takes longer than ``timeout``.
@@ -128,11 +129,12 @@ class VirtualUser:
         if not self.stopping and self.start is not None and self.live_since is not None:
             self.tally.closes[code] += 1
             if self.reconnect and self.comeback is None:
-                self.comeback = gevent.spawn(self.come_back, time.time())
+                # Only these are resent: sends made once back get their broadcast on the new socket.
+                self.comeback = gevent.spawn(self.come_back, time.time(), list(self.pending))
 
     live_since = None  # when this connection's `joined` came (None: it never joined)
 
-    def come_back(self, closed_at):
+    def come_back(self, closed_at, unconfirmed):
         """Reconnect after a close: wait the server's hint (or back off), rejoin with ``since``."""
         attempt, delay = 0, self.hint
         if delay is not None:
@@ -156,14 +158,17 @@ class VirtualUser:
             self.tally.downtime.append(now - closed_at)
             self.tally.back_at.append(now - self.epoch)
             self.comeback = None
-            self.resend()
+            failed, self.failed_sends = self.failed_sends, []
+            self.resend(dict.fromkeys([*unconfirmed, *failed]))
             return
 
-    def resend(self):
+    def resend(self, refs):
         """Send again, with the same refs, what was sent before the close and never came back."""
-        for ref, (_, payload) in list(self.pending.items()):
+        for ref in refs:
+            if ref not in self.pending:  # its broadcast came with `joined`
+                continue
             try:
-                self.send_raw(payload)
+                self.send_raw(self.pending[ref][1])
             except OSError:
                 return
             self.tally.resent += 1
@@ -281,6 +286,7 @@ class VirtualUser:
                     if not self.reconnect:
                         del self.pending[ref]
                         break
+                    self.failed_sends.append(ref)
                 tally.sent[f"{step} {self.room}"] += 1
                 n += 1
 
