@@ -133,7 +133,7 @@ def reconnects(tally):
     return {"hints": tally.hints, "busy_503": tally.busy, "reconnects": tally.reconnects,
             "not_back": tally.not_back, "resets": tally.resets, "resent": tally.resent,
             "downtime_ms": percentiles(tally.downtime, (50, 99)),
-            "last_back_s": round(max(tally.back_at), 3) if tally.back_at else None}
+            "last_back_at": round(max(tally.back_at), 3) if tally.back_at else None}
 
 
 def summary(tally, config, steps, server=None):

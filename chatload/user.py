@@ -38,7 +38,7 @@ class Tally:
         self.hints = 0  # `reconnect` events (the server said when to come back)
         self.reconnects = 0  # sockets back and rejoined with `since` after a close
         self.downtime = array("d")  # per reconnect: seconds from the close to `joined`
-        self.back_at = array("d")  # per reconnect: when `joined` came (seconds after epoch)
+        self.back_at = array("d")  # per reconnect: when `joined` came (Unix time)
         self.not_back = 0  # sockets still reconnecting when the run ended
         self.resets = 0  # rejoins where the room's seq had gone back (a server that lost its state)
         self.resent = 0  # sends repeated with the same ref after a reconnect
@@ -156,7 +156,7 @@ class VirtualUser:
             now = time.time()
             self.tally.reconnects += 1
             self.tally.downtime.append(now - closed_at)
-            self.tally.back_at.append(now - self.epoch)
+            self.tally.back_at.append(now)
             self.comeback = None
             failed, self.failed_sends = self.failed_sends, []
             self.resend(dict.fromkeys([*unconfirmed, *failed]))
