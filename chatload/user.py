@@ -61,7 +61,7 @@ class VirtualUser:
         self.start = self.last = None
         self.unique, self.missing, self.pending = 0, set(), {}  # pending: ref -> (step, frame)
         self.hint, self.comeback = None, None  # the server's `reconnect` delay; the greenlet
-        self.failed_sends = []  # refs whose send raised: resent once back
+        self.generation = 0  # connections that reached `joined`: a pending send's tells where it went
 
     def open(self, timeout):
         """Connect and join; raise when that fails or takes longer than ``timeout``.
@@ -129,12 +129,11 @@ class VirtualUser:
         if not self.stopping and self.start is not None and self.live_since is not None:
             self.tally.closes[code] += 1
             if self.reconnect and self.comeback is None:
-                # Only these are resent: sends made once back get their broadcast on the new socket.
-                self.comeback = gevent.spawn(self.come_back, time.time(), list(self.pending))
+                self.comeback = gevent.spawn(self.come_back, time.time())
 
     live_since = None  # when this connection's `joined` came (None: it never joined)
 
-    def come_back(self, closed_at, unconfirmed):
+    def come_back(self, closed_at):
         """Reconnect after a close: wait the server's hint (or back off), rejoin with ``since``."""
         attempt, delay = 0, self.hint
         if delay is not None:
@@ -158,19 +157,21 @@ class VirtualUser:
             self.tally.downtime.append(now - closed_at)
             self.tally.back_at.append(now)
             self.comeback = None
-            failed, self.failed_sends = self.failed_sends, []
-            self.resend(dict.fromkeys([*unconfirmed, *failed]))
+            self.resend()
             return
 
-    def resend(self, refs):
-        """Send again, with the same refs, what was sent before the close and never came back."""
-        for ref in refs:
-            if ref not in self.pending:  # its broadcast came with `joined`
+    def resend(self):
+        """Send again, with the same refs, what earlier connections sent and never saw come back.
+
+        Only those: a send made on this connection gets its broadcast here (or in `joined`)."""
+        for ref, (step, payload, generation) in list(self.pending.items()):
+            if generation == self.generation:
                 continue
             try:
-                self.send_raw(self.pending[ref][1])
+                self.send_raw(payload)
             except OSError:
                 return
+            self.pending[ref] = (step, payload, self.generation)
             self.tally.resent += 1
 
     def on_data(self):
@@ -226,6 +227,7 @@ class VirtualUser:
                 scheduled = float(body[3:body.index(" ", 3)]) if body.startswith(MARK) else None
                 self.on_message(message["seq"], scheduled, message.get("ref"), now)
         self.live_since = time.time()
+        self.generation += 1
         self.live.set()
         self.joined.set()
 
@@ -279,25 +281,24 @@ class VirtualUser:
                 body = f"{MARK}{at:.6f} "
                 body += "x" * max(1, size - len(body))
                 payload = self.dialect.encode({"type": "send", "room": self.room, "body": body, "ref": ref})
-                self.pending[ref] = (step, payload)
+                self.pending[ref] = (step, payload, self.generation)
                 try:
                     self.send_raw(payload)
                 except OSError:  # kept pending: resent with the same ref once back
                     if not self.reconnect:
                         del self.pending[ref]
                         break
-                    self.failed_sends.append(ref)
                 tally.sent[f"{step} {self.room}"] += 1
                 n += 1
 
     def may_send(self, ends):
         """Tell whether this socket is up; a reconnecting one waits for its rejoin until ``ends``."""
-        if self.closed is None:
+        if self.live.is_set():  # joined, not closed since (a new socket sends only after `joined`)
             return True
         if not self.reconnect or self.stopping:
             return False
         self.live.wait(max(0.0, ends - time.time()))
-        return self.closed is None
+        return self.live.is_set()
 
     def stop(self):
         """Close with 1000 and record what this socket saw of its room."""
