@@ -110,7 +110,12 @@ def post_worker_init(worker):
     monitor.warm_up()
     if BLOCKING_MONITOR:
         monitor.start(MAX_BLOCKING_TIME)
+    from django.conf import settings
+
+    # The drain (chat/shutdown.py) fits in the graceful timeout, with time for the last
+    # clients to answer their close frame.
+    within = shutdown.drain_budget(worker.cfg.graceful_timeout, settings.CHAT_CLOSE_TIMEOUT)
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
         previous = signal.getsignal(signum)
-        signal.signal(signum, shutdown.going_away_handler(previous))
+        signal.signal(signum, shutdown.going_away_handler(previous, within))
     logging.getLogger("chat").info("worker %s ready", worker.pid)

@@ -65,6 +65,10 @@ def arguments(argv=None):
     p.add_argument("--epoch-at", type=float, help="start sending at this Unix time (runs on several machines)")
     p.add_argument("--send-after-open", action="store_true",
                    help="start sending only once every socket has joined, however long that takes")
+    p.add_argument("--reconnect", action="store_true",
+                   help="after a close, come back (after the server's reconnect hint, or with backoff), "
+                        "rejoin with since = the last seq seen, resend unacknowledged sends with their ref")
+    p.add_argument("--ready-file", help="write this file once every socket has joined (or failed)")
     for hidden in ("--child", "--epoch", "--cookies-file", "--result"):
         p.add_argument(hidden, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -104,6 +108,9 @@ def run_process(args, cookies, start, index, limit, progress=None):
     if progress:
         progress.process = process
     process.open_all()
+    if args.ready_file:
+        with open(args.ready_file if args.procs == 1 else f"{args.ready_file}.{index}", "w") as f:
+            json.dump({"opened": len(process.users), "at": time.time()}, f)
     if args.send_after_open:
         start.epoch = max(start.epoch, time.time() + 1)
         process.epoch = start.epoch

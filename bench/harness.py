@@ -23,7 +23,9 @@ RESULTS = ROOT / "bench" / "results"
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
 SERVER_CPU, LOAD_CPU = "0", "1"
 SERVERS = ("ours", *peers.NAMES)
-PORTS = {"ours": 8301, "channels": 8302, "flask": 8303, "bare": 8304}
+# BENCH_PORT_BASE moves them (two checkouts benchmarking on one machine).
+_BASE = int(os.environ.get("BENCH_PORT_BASE", "8300"))
+PORTS = {"ours": _BASE + 1, "channels": _BASE + 2, "flask": _BASE + 3, "bare": _BASE + 4}
 
 
 def taskset(cpu):
@@ -85,10 +87,14 @@ class Server:
         subprocess.run([*manage, "migrate", "-v", "0"], env=environ, check=True, cwd=ROOT)
         subprocess.run([*manage, "create_load_users", "--count", str(accounts), "--rooms", str(rooms)],
                        env=environ, check=True, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        with open(self.log_path, "w") as log:
+        self._environ = environ
+        return self._run_ours("w")
+
+    def _run_ours(self, mode):
+        with open(self.log_path, mode) as log:
             proc = subprocess.Popen([*taskset(SERVER_CPU), str(ROOT / ".venv" / "bin" / "gunicorn"), "-c",
                                      "gunicorn.conf.py", "-b", f"127.0.0.1:{self.port}", "wsgi"],
-                                    env=environ, cwd=ROOT, stdout=log, stderr=log)
+                                    env=self._environ, cwd=ROOT, stdout=log, stderr=log)
         deadline = time.time() + 60
         while time.time() < deadline:
             try:
@@ -116,6 +122,14 @@ class Server:
         if self.name != "ours":
             return None
         return self.log_path.read_text().count("gevent hub blocked")
+
+    def start_again(self):
+        """Start the server once more on the same port and database (after ``stop()``)."""
+        if self.name == "ours":
+            self.proc = self._run_ours("a")
+        else:
+            self.proc = peers.start(self.name, self.port, cpu=int(SERVER_CPU), database_url=self.database_url,
+                                    log_path=self.log_path)
 
     def stop(self):
         if self.proc.poll() is None:

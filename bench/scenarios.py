@@ -3,8 +3,10 @@
     .venv/bin/python bench/scenarios.py s1 [--servers ours,channels,flask,bare] [--sizes 1000,3000,10000] [--in-flight 1000]
     .venv/bin/python bench/scenarios.py s2 [--servers ...] [--runs 2]
     .venv/bin/python bench/scenarios.py s3 [--servers ...] [--count 500]
+    .venv/bin/python bench/scenarios.py s4 [--servers ...] [--sizes 10000] [--in-flight 1000]
 
-S1 idle sockets, S2 fan-out steps, S3 sequential round trips. The server under test and its
+S1 idle sockets, S2 fan-out steps, S3 sequential round trips, S4 the reconnect storm of a
+restart (bench/storm.py). The server under test and its
 PostgreSQL run on CPU 0, the load on CPU 1. Results: bench/results/<scenario>.json and .md.
 """
 import argparse
@@ -19,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness import LOAD_CPU, RESULTS, SERVERS, Database, Server, versions  # noqa: E402
 from bench.roundtrip import round_trips  # noqa: E402
+from bench.storm import s4  # noqa: E402
 
 S2_RATES = "20,50,100,200,400,800"
 
@@ -85,10 +88,10 @@ def s3(database, names, count):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("scenario", choices=("s1", "s2", "s3"))
+    parser.add_argument("scenario", choices=("s1", "s2", "s3", "s4"))
     parser.add_argument("--servers", default=",".join(SERVERS), help="comma list of %s" % ", ".join(SERVERS))
-    parser.add_argument("--sizes", default="1000,3000,10000", help="S1: socket counts")
-    parser.add_argument("--in-flight", type=int, default=1000, help="S1: handshakes in flight")
+    parser.add_argument("--sizes", help="S1: socket counts (default 1000,3000,10000); S4 (default 10000)")
+    parser.add_argument("--in-flight", type=int, default=1000, help="S1, S4: handshakes in flight")
     parser.add_argument("--runs", type=int, default=2, help="S2: how many times to run every server")
     parser.add_argument("--count", type=int, default=500, help="S3: round trips")
     args = parser.parse_args()
@@ -99,8 +102,11 @@ def main():
     os.sched_setaffinity(0, {int(LOAD_CPU)})  # this process is load too (S3's client)
     database = Database()
     began = time.time()
+    sizes = [int(n) for n in (args.sizes or ("10000" if args.scenario == "s4" else "1000,3000,10000")).split(",")]
     if args.scenario == "s1":
-        rows = s1(database, names, [int(n) for n in args.sizes.split(",")], args.in_flight)
+        rows = s1(database, names, sizes, args.in_flight)
+    elif args.scenario == "s4":
+        rows = s4(database, names, sizes, args.in_flight)
     elif args.scenario == "s2":
         rows = s2(database, names, args.runs)
     else:

@@ -69,7 +69,9 @@ def check_chat_settings(app_configs, **kwargs):
              "CHAT_OFFLOAD_THREADS", "CHAT_HANDSHAKE_TIMEOUT", "CHAT_SEND_QUEUE_BYTES",
              "CHAT_DB_FRAME_RATE", "CHAT_DB_FRAME_BURST", "CHAT_TYPING_RATE", "CHAT_TYPING_BURST",
              "CHAT_SOCKETS_PER_USER", "CHAT_REVALIDATE_INTERVAL", "CHAT_EVENT_MAX_BYTES",
-             "CHAT_MAX_FRAGMENTS", "CHAT_CONTROL_FRAMES_PER_SECOND"]
+             "CHAT_MAX_FRAGMENTS", "CHAT_CONTROL_FRAMES_PER_SECOND", "CHAT_HANDSHAKE_RATE",
+             "CHAT_HANDSHAKE_BURST", "CHAT_HANDSHAKES_IN_FLIGHT", "CHAT_RETRY_AFTER_MAX",
+             "CHAT_DRAIN_RATE"]
     errors = not_positive(names)
     if settings.CHAT_REF_MAX_CHARS > 64:
         errors.append(Error("CHAT_REF_MAX_CHARS must be at most 64: Message.ref holds 64 characters.",

@@ -33,10 +33,13 @@ class Outbox:
         self.bytes += len(frame)
         return True
 
-    def close(self, code, reason):
-        """Drop what is queued and keep ``(code, reason)`` as the last thing to write."""
+    def close(self, code, reason, farewell=None):
+        """Drop what is queued but ``farewell`` (a frame, e.g. the drain's reconnect hint);
+        keep ``(code, reason)`` as the last thing to write, once the frames are written."""
         self.frames.clear()
         self.bytes = 0
+        if farewell is not None:
+            self.put(farewell)
         self.closing = (code, reason)
 
     def take(self, most_bytes):

@@ -216,14 +216,15 @@ class SocketSession:
         self._flush_soon()
         return True
 
-    def close(self, code, reason=""):
-        """Close with ``code`` after the frame being written; drop what is still queued."""
+    def close(self, code, reason="", farewell=None):
+        """Close with ``code`` after the frame being written (and ``farewell``, an event); drop
+        what is still queued."""
         if self.closing:
             return
         self.closing = True
         if code == 1013:
             metrics.SEND_QUEUE_OVERFLOWS.inc()
-        self.outbox.close(code, reason)
+        self.outbox.close(code, reason, farewell and encode_frame(protocol.encode(farewell)))
         self._flush_soon()
         # A peer that never reads or never answers is cut off after CLOSE_TIMEOUT.
         self._greenlets.append(gevent.spawn_later(self.close_timeout, self.ws.shutdown))
@@ -262,15 +263,15 @@ class SocketSession:
         """Write the backlog, waiting for the kernel, until the outbox is empty or closed."""
         try:
             while True:
-                if self.outbox.closing is not None:
-                    code, reason = self.outbox.closing
-                    self.ws.close(code, reason)  # after the end of a frame begun, if any
-                    logger.info("sent close conn=%s user=%s code=%s reason=%r",
-                                self.conn_id, self.username, code, reason)
-                    return
                 data = self.outbox.take(WRITE_BATCH_BYTES)
                 if data is None and not self.ws.pending:
-                    self._writer = None  # no backlog: hub callbacks write again
+                    if self.outbox.closing is None:
+                        self._writer = None  # no backlog: hub callbacks write again
+                        return
+                    code, reason = self.outbox.closing
+                    self.ws.close(code, reason)
+                    logger.info("sent close conn=%s user=%s code=%s reason=%r",
+                                self.conn_id, self.username, code, reason)
                     return
                 try:
                     self.ws.send_raw(data or b"")

@@ -19,7 +19,7 @@ from gevent.pywsgi import WSGIHandler
 from geventwebsocket.handler import WebSocketHandler
 from gunicorn.workers.ggevent import GeventPyWSGIWorker, PyWSGIHandler, PyWSGIServer
 
-from chat import proxies
+from chat import admission, proxies
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +140,14 @@ class ChatHandler(WebSocketHandler, PyWSGIHandler):
             # Bounds what the kernel holds for a slow reader (up to 4 MiB a socket by default),
             # so that a stalled client fills its send queue, and is closed, sooner.
             self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, settings.CHAT_SOCKET_SEND_BUFFER)
-        return super().run_application()
+        ticket = admission.current().enter()
+        if not callable(ticket):  # over the rate or draining: the client comes back later
+            return self._busy(ticket)
+        self.environ[admission.TICKET_KEY] = ticket
+        try:
+            return super().run_application()
+        finally:
+            ticket()  # a handshake that ended before its socket was registered frees its slot
 
     def run_websocket(self):
         """Run the application for an upgraded socket, then the socket session it set up.
@@ -171,6 +178,7 @@ class ChatHandler(WebSocketHandler, PyWSGIHandler):
                     result.close()  # PEP 3333: Django's request_finished
             session, expires_at = self.environ.pop(SOCKET_SESSION, (None, None))
             if session is not None:
+                admission.registered(self.environ)  # set up: the next handshake may take its slot
                 try:
                     session.run(expires_at)  # logs its opening, its errors and its close
                 finally:
@@ -210,6 +218,16 @@ class ChatHandler(WebSocketHandler, PyWSGIHandler):
     def _asks_for_upgrade(self):
         return (self.environ.get("HTTP_UPGRADE", "").lower() == "websocket"
                 and "upgrade" in self.environ.get("HTTP_CONNECTION", "").lower())
+
+    def _busy(self, retry_after):
+        """Answer 503 before the upgrade, and close: the retry may reach another worker."""
+        self.close_connection = True
+        body = b"Too many connections are being set up: retry after the seconds in Retry-After.\n"
+        self.start_response("503 Service Unavailable", [
+            ("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body))),
+            ("Retry-After", str(retry_after)), ("Connection", "close")])
+        self.result = [body]
+        self.process_result()
 
     def _refuse(self, status, body):
         self.start_response(status.decode(), [("Content-Type", "text/plain; charset=utf-8"),

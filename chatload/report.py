@@ -11,12 +11,13 @@ def merge(tallies):
     """Add several processes' tallies into one."""
     total = Tally()
     for tally in tallies:
-        for name in ("open_times", "sent_at", "latency"):
+        for name in ARRAYS:
             getattr(total, name).extend(getattr(tally, name))
         for name in ("failed", "closes", "errors", "sent", "acked"):
             getattr(total, name).update(getattr(tally, name))
-        for name in ("late", "gaps", "duplicates", "reordered", "foreign", "cpu"):
+        for name in ("late", "gaps", "duplicates", "reordered", "foreign", "cpu", *RECONNECT_COUNTS):
             setattr(total, name, getattr(total, name) + getattr(tally, name))
+        total.by_send.update(tally.by_send)
         total.max_lag = max(total.max_lag, tally.max_lag)
         total.open_seconds = max(total.open_seconds, tally.open_seconds)
         for room, (stayed, seen, newest) in tally.rooms.items():
@@ -27,8 +28,9 @@ def merge(tallies):
     return total
 
 
-ARRAYS = ("open_times", "sent_at", "latency")
+ARRAYS = ("open_times", "sent_at", "latency", "downtime", "back_at")
 COUNTERS = ("failed", "closes", "errors", "sent", "acked")
+RECONNECT_COUNTS = ("busy", "hints", "reconnects", "not_back", "resets", "resent")
 
 
 def dump_tally(tally, path):
@@ -36,7 +38,9 @@ def dump_tally(tally, path):
     data = {name: getattr(tally, name).tolist() for name in ARRAYS}
     data.update({name: {str(k): v for k, v in getattr(tally, name).items()} for name in COUNTERS})
     data.update({name: getattr(tally, name) for name in ("late", "max_lag", "gaps", "duplicates", "reordered",
-                                                         "foreign", "cpu", "open_seconds", "rooms")})
+                                                         "foreign", "cpu", "open_seconds", "rooms",
+                                                         *RECONNECT_COUNTS)})
+    data["by_send"] = [[room, at, n] for (room, at), n in tally.by_send.items()]
     with open(path, "w") as f:
         json.dump(data, f)
 
@@ -52,6 +56,9 @@ def load_tally(path):
         getattr(tally, name).update(data[name])
     for name in ("late", "max_lag", "gaps", "duplicates", "reordered", "foreign", "cpu", "open_seconds", "rooms"):
         setattr(tally, name, data[name])
+    for name in RECONNECT_COUNTS:
+        setattr(tally, name, data.get(name, 0))
+    tally.by_send.update({(room, at): n for room, at, n in data.get("by_send", ())})
     return tally
 
 
@@ -108,6 +115,27 @@ def lost(tally):
     return sum(stayed * newest - seen for stayed, seen, newest in tally.rooms.values())
 
 
+def by_send(tally):
+    """Count per message sent, against the sockets that stayed in its room: deliveries missing
+    and deliveries beyond one per socket (a resend stored twice gets a new seq: the seq check
+    cannot see it)."""
+    members = {room: stayed for room, (stayed, _, _) in tally.rooms.items()}
+    expected = sum(n * members.get(key.split(" ", 1)[1], 0) for key, n in tally.sent.items())
+    delivered = extra = 0
+    for (room, _), n in tally.by_send.items():
+        delivered += min(n, members.get(room, 0))
+        extra += max(0, n - members.get(room, 0))
+    return {"undelivered": expected - delivered, "extra": extra}
+
+
+def reconnects(tally):
+    """Return what the reconnections came to: how many, how long away, when the last came back."""
+    return {"hints": tally.hints, "busy_503": tally.busy, "reconnects": tally.reconnects,
+            "not_back": tally.not_back, "resets": tally.resets, "resent": tally.resent,
+            "downtime_ms": percentiles(tally.downtime, (50, 99)),
+            "last_back_at": round(max(tally.back_at), 3) if tally.back_at else None}
+
+
 def summary(tally, config, steps, server=None):
     opened = len(tally.open_times)
     result = {
@@ -121,6 +149,7 @@ def summary(tally, config, steps, server=None):
         "lost": lost(tally), "other_messages": tally.foreign,
         "errors": dict(tally.errors), "closes": {str(k): v for k, v in tally.closes.items()},
         "steps": steps, "client_cpu_s": round(tally.cpu, 2),
+        "by_send": by_send(tally), "reconnect": reconnects(tally),
     }
     if server:
         result["server"] = server
@@ -141,6 +170,10 @@ def table(result):
         f"checked   gaps {result['gaps']}, duplicates {result['duplicates']}, "
         f"reordered {result['reordered']}, lost {result['lost']}",
         f"errors    {result['errors'] or 'none'}; closes {result['closes'] or 'none'}",
+        "per send  undelivered {undelivered}, delivered more than once {extra}".format(**result["by_send"]),
+        "comeback  {reconnects} reconnected ({hints} hints, {busy_503} handshakes got 503, {resent} resent), "
+        "{not_back} not back, {resets} seq resets; away p50 {p50} p99 {p99} max {max} ms".format(
+            **result["reconnect"], **result["reconnect"]["downtime_ms"]),
         f"client    {result['client_cpu_s']} s of CPU in the load processes",
     ]
     if "server" in result:

@@ -79,7 +79,8 @@ class LoadProcess:
             delay = at - time.time()
             if delay > 0:
                 gevent.sleep(delay)
-            user = VirtualUser(account, self.cookies.get(account), room, self.target, self.tally, self.epoch)
+            user = VirtualUser(account, self.cookies.get(account), room, self.target, self.tally, self.epoch,
+                               reconnect=getattr(self.options, "reconnect", False))
             pool.spawn(self._open, user, i, sends)
         pool.join()
         self.tally.open_seconds = time.time() - began
@@ -116,7 +117,8 @@ class LoadProcess:
                 if user.closed is None:
                     newest[user.room] = max(newest.get(user.room, 0), user.last or 0)
             behind = [u for u in self.users if u.closed is None and (u.last < newest[u.room] or u.missing)]
-            if not behind and not any(user.pending for _, user in self.senders):
+            away = any(user.comeback is not None for user in self.users)  # still reconnecting
+            if not behind and not away and not any(user.pending for _, user in self.senders):
                 return
             gevent.sleep(0.05)
 

@@ -19,9 +19,13 @@ RECV_SIZE = 262144
 class HandshakeError(Exception):
     """The server refused the upgrade; ``status`` is its HTTP status (0 when there was none)."""
 
-    def __init__(self, status, detail):
+    def __init__(self, status, detail, retry_after=None):
         super().__init__(f"handshake failed ({status}): {detail}")
         self.status = status
+        self.retry_after = retry_after  # seconds, from a 503's Retry-After header
+
+
+RETRY_AFTER = re.compile(rb"\r\nretry-after: *(\d+)", re.IGNORECASE)
 
 
 class Closed(Exception):
@@ -50,7 +54,9 @@ def open_socket(host, port, path, cookie=None, timeout=30):
     status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/") else 0
     if status != 101:
         sock.close()
-        raise HandshakeError(status, head.split(b"\r\n", 1)[0].decode("latin-1"))
+        retry_after = RETRY_AFTER.search(head)
+        raise HandshakeError(status, head.split(b"\r\n", 1)[0].decode("latin-1"),
+                             int(retry_after.group(1)) if retry_after else None)
     sock.settimeout(None)
     return sock, rest
 

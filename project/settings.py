@@ -300,3 +300,13 @@ CHAT_BIND = os.environ.get("CHAT_BIND", "127.0.0.1:8000")
 CHAT_TRUSTED_PROXIES = env_list("CHAT_TRUSTED_PROXIES")
 # Seconds a client gets to send a request body, from its first read (slow POSTs; chat/worker.py).
 CHAT_BODY_TIMEOUT = env_number("CHAT_BODY_TIMEOUT", 30.0, float)
+# Storm control (chat/admission.py, chat/shutdown.py, docs/protocol.md "Restarts and admission"):
+# each worker sets up at most CHAT_HANDSHAKE_RATE WebSocket handshakes a second (bursts of
+# CHAT_HANDSHAKE_BURST) and CHAT_HANDSHAKES_IN_FLIGHT at once, answering the excess with 503 and
+# a Retry-After of 1 to CHAT_RETRY_AFTER_MAX seconds; a stopping worker closes CHAT_DRAIN_RATE
+# sockets a second, each told to wait a random delay before it comes back.
+CHAT_HANDSHAKE_RATE = env_number("CHAT_HANDSHAKE_RATE", 2000.0, float)
+CHAT_HANDSHAKE_BURST = env_number("CHAT_HANDSHAKE_BURST", 2000)
+CHAT_HANDSHAKES_IN_FLIGHT = env_number("CHAT_HANDSHAKES_IN_FLIGHT", 1000)
+CHAT_RETRY_AFTER_MAX = env_number("CHAT_RETRY_AFTER_MAX", 10)
+CHAT_DRAIN_RATE = env_number("CHAT_DRAIN_RATE", 5000.0, float)

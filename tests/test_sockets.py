@@ -85,6 +85,17 @@ def test_a_close_goes_out_after_what_was_being_written_and_drops_the_rest():
     assert session.send_frame(b"later") is False
 
 
+def test_a_farewell_event_goes_out_before_the_close():
+    ws = FakeWebSocket()
+    session = session_on(ws)
+    session.send_frame(b"dropped")
+    session.close(1001, "server going away", farewell={"type": "reconnect", "after": 1.5})
+    gevent.sleep(0)
+    session._writer.join(timeout=2)
+    assert ws.written == [b'\x81\x20{"type":"reconnect","after":1.5}']  # 32 bytes, text
+    assert ws.closed_with == [(1001, "server going away")]
+
+
 def test_a_write_that_fails_on_the_hub_closes_its_socket_with_1011_and_logs_once(caplog):
     ws = FakeWebSocket(broken=True)
     session = session_on(ws)

@@ -1,12 +1,14 @@
 // The WebSocket to /ws/ and nothing else: opens it, reconnects with exponential backoff and
 // jitter, notices a dead link with application pings, and stops after the close codes that
-// say "don't retry as is" (docs/protocol.md, section 1): 4401 and the ones in REFUSED.
+// say "don't retry as is" (docs/protocol.md, section 1): 4401 and the ones in REFUSED. A server
+// that restarts says when to come back (a `reconnect` event before its 1001): that delay wins.
 
 const FIRST_DELAY = 500; // ms: the first retry waits 250-500 ms
 const MAX_DELAY = 10000; // ms: the backoff stops growing here
 const PING_EVERY = 20000; // ms: a ping without any frame back by the next tick means a dead link
 
 export const UNAUTHORIZED = 4401;
+export const GOING_AWAY = 1001;
 // What the page says after each: retrying would meet the same answer, so it waits for the user.
 // Any other code (1001, 1006, 1011, 1012, 1013, ...) and network errors are retried.
 export const REFUSED = {
@@ -28,6 +30,7 @@ export class Connection {
     this.stopped = false;
     this.opened = false; // ever: "connecting" before, "reconnecting" after
     this.awaitingPong = false;
+    this.hint = null; // ms the server asked us to wait before coming back (its `reconnect`)
     window.addEventListener("online", () => this.retryNow());
     window.addEventListener("offline", () => this.drop());
     document.addEventListener("visibilitychange", () => {
@@ -79,6 +82,7 @@ export class Connection {
     const ws = new WebSocket(this.url);
     this.ws = ws;
     this.awaitingPong = false;
+    this.hint = null;
     ws.onopen = () => {
       this.opened = true;
       this.handlers.open();
@@ -89,6 +93,12 @@ export class Connection {
       try {
         frame = JSON.parse(event.data);
       } catch {
+        return;
+      }
+      if (frame && frame.type === "reconnect") {
+        // The server drains its sockets in batches: coming back at its time spreads the storm.
+        const after = Number(frame.after);
+        if (Number.isFinite(after) && after >= 0) this.hint = Math.min(after, 300) * 1000;
         return;
       }
       this.handlers.frame(frame);
@@ -110,14 +120,22 @@ export class Connection {
       this.handlers.gaveUp(REFUSED[code]);
       return;
     }
-    if (!this.stopped) this.scheduleRetry();
+    if (this.stopped) return;
+    if (code === GOING_AWAY && this.hint !== null) {
+      this.scheduleRetry(this.hint + Math.random() * FIRST_DELAY); // our own jitter on top
+    } else {
+      this.scheduleRetry();
+    }
+    this.hint = null;
   }
 
   // Exponential backoff with "equal jitter": half the ceiling fixed, half random, so that a
   // server restart does not bring every client back in the same instant.
-  scheduleRetry() {
+  // A 503 from the server's admission is not visible to a page (the browser reports 1006): the
+  // backoff handles it.
+  scheduleRetry(hinted) {
     const ceiling = Math.min(MAX_DELAY, FIRST_DELAY * 2 ** this.attempt);
-    const delay = ceiling / 2 + (Math.random() * ceiling) / 2;
+    const delay = hinted ?? ceiling / 2 + (Math.random() * ceiling) / 2;
     this.attempt += 1;
     this.handlers.state("reconnecting", delay);
     this.timer = setTimeout(() => this.open(), delay);
