@@ -248,6 +248,13 @@ CHAT_PRESENCE_HEARTBEAT = env_number("CHAT_PRESENCE_HEARTBEAT", 10.0, float)
 CHAT_PRESENCE_TTL = env_number("CHAT_PRESENCE_TTL", 30.0, float)
 # A user's last socket leaving a room is announced after this long, unless they come back.
 CHAT_PRESENCE_DEBOUNCE = env_number("CHAT_PRESENCE_DEBOUNCE", 2.0, float)
+# Arrivals within this many seconds go to chat_presence in one statement, at most
+# CHAT_PRESENCE_BATCH_MAX (room, user) pairs each (chat/presence.py).
+CHAT_PRESENCE_BATCH_WINDOW = env_number("CHAT_PRESENCE_BATCH_WINDOW", 0.02, float)
+CHAT_PRESENCE_BATCH_MAX = env_number("CHAT_PRESENCE_BATCH_MAX", 500)
+# joined.presence lists at most this many usernames (then presence_more and presence_count);
+# the who frame pages the rest, at most this many a page.
+CHAT_PRESENCE_LIST_MAX = env_number("CHAT_PRESENCE_LIST_MAX", 100)
 # Seconds a closing peer gets to read our close frame and answer it.
 CHAT_CLOSE_TIMEOUT = env_number("CHAT_CLOSE_TIMEOUT", 5.0, float)
 # The broker between the hubs of all workers and hosts: "postgres" (LISTEN/NOTIFY on the
