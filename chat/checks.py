@@ -71,7 +71,7 @@ def check_chat_settings(app_configs, **kwargs):
              "CHAT_SOCKETS_PER_USER", "CHAT_REVALIDATE_INTERVAL", "CHAT_EVENT_MAX_BYTES",
              "CHAT_MAX_FRAGMENTS", "CHAT_CONTROL_FRAMES_PER_SECOND", "CHAT_HANDSHAKE_RATE",
              "CHAT_HANDSHAKE_BURST", "CHAT_HANDSHAKES_IN_FLIGHT", "CHAT_RETRY_AFTER_MAX",
-             "CHAT_DRAIN_RATE"]
+             "CHAT_DRAIN_RATE", "CHAT_PRESENCE_BATCH_MAX", "CHAT_PRESENCE_LIST_MAX"]
     errors = not_positive(names)
     if settings.CHAT_REF_MAX_CHARS > 64:
         errors.append(Error("CHAT_REF_MAX_CHARS must be at most 64: Message.ref holds 64 characters.",

@@ -17,7 +17,6 @@ import logging
 import gevent
 
 from chat.protocol import encode
-from chat.wsmends import encode_frame
 
 logger = logging.getLogger(__name__)
 
@@ -26,11 +25,13 @@ NEWEST = float("inf")
 
 
 class Cursor:
-    """Hand one room's messages to ``deliver(seq, frame, published)`` in seq order, once.
+    """Hand one room's messages to ``deliver(seq, body, published)`` in seq order, once.
 
-    ``fetch(room_id, slug, after, upto)`` returns ``[(seq, event or None)]`` for every seq in
-    ``after < seq <= upto`` (``upto`` None: up to the newest), a deleted message as None.
-    ``deliver`` gets frame None for a deleted message (its seq is passed over).
+    A body is an event's encoded JSON (the room builds its frame, and keeps the body for the
+    joins it serves from memory). ``fetch(room_id, slug, after, upto)`` returns
+    ``[(seq, event or None)]`` for every seq in ``after < seq <= upto`` (``upto`` None: up to
+    the newest), a deleted message as None. ``deliver`` gets body None for a deleted message
+    (its seq is passed over).
     """
 
     def __init__(self, slug, fetch, deliver, gap_wait=0.5, max_delay=5.0):
@@ -41,7 +42,7 @@ class Cursor:
         self.max_delay = max_delay  # longest wait between failed reads
         self.room_id = None
         self.next_seq = None  # the seq to hand on next; None until a join read the room
-        self.held = {}  # seq -> (frame, publish time): arrived before the seqs ahead of it
+        self.held = {}  # seq -> (body, publish time): arrived before the seqs ahead of it
         self.wanted = 0  # the highest seq known to be committed and not handed on (NEWEST: all)
         self.urgent = False  # read without waiting for live arrivals first
         self.reader = None
@@ -62,11 +63,11 @@ class Cursor:
         self._flush()  # to the sessions attached, which hold it until their ``joined``
         return seq
 
-    def offer(self, seq, frame, published=None):
-        """Hand on ``frame`` of ``seq`` now, or once the seqs before it were handed on."""
+    def offer(self, seq, body, published=None):
+        """Hand on ``body`` of ``seq`` now, or once the seqs before it were handed on."""
         if self.next_seq is not None and seq < self.next_seq:
             return  # already handed on (the broker's echo, a resend, or the database was faster)
-        self.held[seq] = (frame, published)
+        self.held[seq] = (body, published)
         self._flush()
 
     def want(self, upto=NEWEST, now=True):
@@ -96,11 +97,16 @@ class Cursor:
             self._hand_on(self.next_seq, *self.held[self.next_seq])
         self._wake()
 
-    def _hand_on(self, seq, frame, published=None):
+    @property
+    def position(self):
+        """Return the last seq handed on (None before ``start_at``)."""
+        return None if self.next_seq is None else self.next_seq - 1
+
+    def _hand_on(self, seq, body, published=None):
         # The one way a seq leaves: whoever hands it on takes it out of what is held.
         self.held.pop(seq, None)
         self.next_seq = seq + 1
-        self.deliver(seq, frame, published)
+        self.deliver(seq, body, published)
 
     def _owed(self):
         """Return how far the database must be read (NEWEST: all of it), or None."""
@@ -160,10 +166,10 @@ class Cursor:
                                self.next_seq)
                 break
             held = self.held.get(seq)
-            if held is not None:  # the live frame, already built (and its latency observed)
+            if held is not None:  # the live body, already encoded (and its latency observed)
                 self._hand_on(seq, *held)
             else:
-                self._hand_on(seq, None if event is None else encode_frame(encode(event)))
+                self._hand_on(seq, None if event is None else encode(event))
         self._flush()  # what was held right after the seqs read
         if upto != NEWEST and self.next_seq <= upto:
             self._drop_uncommitted(upto, held_before)

@@ -5,9 +5,10 @@ Each command takes the socket session and the parsed frame and replies through
 """
 from django.conf import settings
 
-from chat import metrics, protocol, rooms
+from chat import metrics, protocol, rooms, snapshot
 from chat.errors import BadRequest, Forbidden, NotJoined, RateLimited
 from chat.protocol import event
+from chat.wsmends import encode_frame
 
 
 def join(session, frame):
@@ -17,24 +18,39 @@ def join(session, frame):
     _take_db_token(session, frame)
     if slug not in session.rooms and len(session.rooms) >= settings.CHAT_ROOMS_PER_SOCKET:
         raise BadRequest(f"a socket may join at most {settings.CHAT_ROOMS_PER_SOCKET} rooms", frame.ref)
-    channel = session.subscribe(slug)  # first, so that no message falls between read and live
+    session.subscribe(slug)  # first, so that no message falls between read and live
     try:
-        snapshot = rooms.open_room(session.user, slug, since)
-        messages, seq = snapshot.messages, snapshot.seq
-        cursor = channel.start_at(snapshot.room_id, seq)
-        if cursor > seq:
-            # This worker already handed on seqs the snapshot did not see: send them too.
-            caught_up = rooms.messages_between(snapshot.room_id, slug, seq, cursor)
-            messages = messages + [e for _, e in caught_up if e and e["seq"] > (since or 0)]
-            seq = cursor
-        presence = session.hub.enter(session, slug)
+        room = session.hub.rooms[slug]
+        room_id, seq, bodies, more = snapshot.take(room, session.user, slug, since)
+        names, extra = _presence(session.hub.enter(session, slug))
     except BaseException:
         session.unsubscribe(slug)
         raise
-    session.send(event("joined", frame.ref, room=slug, seq=seq, messages=messages,
-                       more=snapshot.more, presence=presence))
-    session.ready(slug, snapshot.room_id, seq)
+    session.send_frame(encode_frame(protocol.joined_body(
+        frame.ref, slug, seq, bodies, more, names, **extra)))
+    session.ready(slug, room_id, seq)
     metrics.JOINS.inc()
+
+
+def _presence(roster):
+    """Return ``joined.presence`` and, for a room over the cap, the fields that say so."""
+    names, more = roster.page(limit=settings.CHAT_PRESENCE_LIST_MAX)
+    if not more:
+        return names, {}
+    return names, {"presence_more": True, "presence_count": len(roster)}
+
+
+def who(session, frame):
+    """Reply with a page of who is in a joined room: the usernames sorted ``after`` one."""
+    slug = _joined(session, frame)
+    after = frame.fields.get("after")
+    if after is not None and not (isinstance(after, str) and 1 <= len(after) <= 150):
+        raise BadRequest("after must be a username (text of 1 to 150 characters)", frame.ref)
+    cap = settings.CHAT_PRESENCE_LIST_MAX
+    limit = frame.integer("limit", cap, minimum=1, maximum=cap)
+    roster = session.hub.rooms[slug].roster
+    users, more = roster.page(after, limit)
+    session.send(event("who", frame.ref, room=slug, users=users, more=more, count=len(roster)))
 
 
 def leave(session, frame):
@@ -134,7 +150,7 @@ def _take_token(session, frame):
 
 
 COMMANDS = {"join": join, "leave": leave, "send": send, "typing": typing, "history": history,
-            "ping": ping, "whoami": whoami}
+            "ping": ping, "whoami": whoami, "who": who}
 
 
 def registry():

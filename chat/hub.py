@@ -24,9 +24,9 @@ from collections import deque
 
 import gevent
 
-from chat import metrics
-from chat.cursor import NEWEST, Cursor
+from chat.cursor import NEWEST
 from chat.errors import EventTooLarge
+from chat.hubroom import Room
 from chat.presence import PresenceTracker
 from chat.protocol import encode
 from chat.wsmends import encode_frame
@@ -43,36 +43,6 @@ RETRY_DELAYS = (0.1, 0.5, 1, 2, 5)
 UNSENT_MAX = 1000
 
 
-class Room:
-    """One room as this worker sees it: its local sessions and its cursor."""
-
-    def __init__(self, slug, fetch, gap_wait):
-        self.slug = slug
-        self.sessions = set()
-        self.present = set()  # sessions counted by the presence tracker
-        self.cursor = Cursor(slug, fetch, self.hand_on, gap_wait)
-
-    def hand_on(self, seq, frame, published=None):
-        """Queue the message ``seq``'s frame for every member (None: deleted, nothing to send)."""
-        if frame is None:
-            return
-        queued = 0
-        for session in list(self.sessions):
-            if session.deliver(self.slug, seq, frame):
-                queued += 1
-        if queued:  # one update per message, not per recipient: this loop is the hot path
-            metrics.MESSAGES_DELIVERED.inc(queued)
-        if published is not None:
-            # Clocks of two hosts may disagree by a little: never a negative latency.
-            metrics.BROADCAST_LATENCY.observe(max(0.0, time.time() - published))
-
-    def broadcast(self, frame, skip_user=None):
-        """Hand ``frame`` (an event without seq) to every member but ``skip_user``'s sockets."""
-        for session in list(self.sessions):
-            if skip_user is None or session.username != skip_user:
-                session.deliver(self.slug, None, frame)
-
-
 class Hub:
     """Room -> local sessions for one worker, fed by the broker.
 
@@ -81,18 +51,24 @@ class Hub:
     ``presence_store``: a ``DatabasePresence``, given to the worker's ``PresenceTracker``
     (``tracker_class``, for tests) with a publish function and ``presence_debounce``.
     ``on_control(event)``: called with each control event (a dict); it must not block.
+    ``history_size``: the messages each room keeps in memory for joins (chat/recent.py).
+    ``tracker_options``: more keyword arguments for the tracker (its batching).
     """
 
     def __init__(self, broker, fetch, presence_store, *, gap_wait=0.5, presence_debounce=2.0,
-                 last_seqs=None, on_control=None, retry_delays=RETRY_DELAYS, tracker_class=None):
+                 last_seqs=None, on_control=None, retry_delays=RETRY_DELAYS, tracker_class=None,
+                 history_size=50, tracker_options=None):
         self.broker = broker
         self.fetch = fetch
         self.last_seqs = last_seqs
         self.gap_wait = gap_wait
+        self.history_size = history_size
         self.on_control = on_control
         self.retry_delays = retry_delays
+        self.presence_store = presence_store
         self.tracker = (tracker_class or PresenceTracker)(presence_store, self._publish_presence,
-                                                          debounce=presence_debounce)
+                                                          debounce=presence_debounce,
+                                                          **(tracker_options or {}))
         self.rooms = {}  # slug -> Room, while this worker has sessions in it
         self.sessions = weakref.WeakSet()  # every open socket of this worker
         self.unsent = deque()  # (topic, payload) the broker refused, oldest first
@@ -106,17 +82,43 @@ class Hub:
         """
         room = self.rooms.get(slug)
         if room is None:
-            room = self.rooms[slug] = Room(slug, self.fetch, self.gap_wait)
+            room = self.rooms[slug] = Room(slug, self.fetch, self.gap_wait, self.history_size,
+                                           getattr(self.tracker, "held", lambda slug, user: False))
+            gevent.spawn(self._load_roster, room)  # meanwhile the joiner's arrive is batched
         room.sessions.add(session)
         return room.cursor
 
     def enter(self, session, slug):
-        """Count ``session`` in the room's presence; return the usernames present anywhere."""
+        """Count ``session`` in the room's presence; return the room's roster (chat/roster.py).
+
+        The roster holds the usernames present anywhere, the joiner included, sorted.
+        """
         room = self.rooms[slug]
         if session in room.present:
             self.tracker.leave(slug, session)  # joined again: count this socket once
         room.present.add(session)  # before enter: detach calls leave even if enter failed
-        return self.tracker.enter(slug, session)
+        self.tracker.enter(slug, session)
+        room.roster.load(self._present_reader(slug))  # at once, unless the first read failed
+        room.roster.add(session.username)
+        return room.roster
+
+    def _present_reader(self, slug):
+        if self.presence_store is None:
+            return lambda: ()
+        return lambda: self.presence_store.present([slug])[slug]
+
+    def _load_roster(self, room, again=False):
+        try:
+            room.roster.load(self._present_reader(room.slug), again=again)
+        except Exception:
+            logger.exception("could not read who is in %s; the next join or heartbeat will",
+                             room.slug)
+
+    def refresh_rosters(self):
+        """Read again who is in each room held here: heals what lost events left wrong."""
+        for room in list(self.rooms.values()):
+            if room.roster.loaded and self.rooms.get(room.slug) is room:
+                self._load_roster(room, again=True)
 
     def detach(self, session, slug):
         """Unsubscribe ``session``; the tracker ends its presence if it was counted."""
@@ -141,6 +143,7 @@ class Hub:
             gevent.sleep(interval)
             try:
                 self.tracker.upkeep()
+                self.refresh_rosters()
             except Exception:
                 logger.exception("presence upkeep failed; trying again in %s s", interval)
 
@@ -254,7 +257,7 @@ class Hub:
         seq = header.get("seq")
         if seq is not None and topic != EVERYONE:
             if body and not header.get("by_ref"):
-                room.cursor.offer(seq, encode_frame(body), header.get("t"))
+                room.cursor.offer(seq, body, header.get("t"))
             else:  # too large for the broker: read it from the database
                 room.cursor.want(seq)
             return
@@ -266,12 +269,13 @@ class Hub:
             for session in list(self.sessions):
                 session.send_frame(frame)
         else:
+            room.note(body, lambda: _object(body, "a room event"))
             room.broadcast(frame, header.get("skip"))
 
     def _control(self, body):
-        event = json.loads(body)
-        if not isinstance(event, dict):
-            raise ValueError("a control event is a JSON object")
+        event = _object(body, "a control event")
+        if event.get("type") == "room" and event.get("room") in self.rooms:
+            self.rooms[event["room"]].revoke_access()  # made private or deleted: read it again
         if self.on_control is None:
             logger.debug("no receiver for control event %s", event.get("type"))
             return
@@ -281,10 +285,16 @@ class Hub:
             logger.exception("the control event %s failed", event.get("type"))
 
     def resync(self):
-        """Catch every room up from the database (after the broker may have lost events)."""
+        """Catch every room up from the database (after the broker may have lost events).
+
+        What the rooms remember is forgotten too: a deletion, a presence or a ``room``
+        control event may have been among the lost.
+        """
         logger.info("catching %s rooms up from the database", len(self.rooms))
         for room in list(self.rooms.values()):
+            room.forget()
             room.cursor.want(NEWEST)
+        gevent.spawn(self.refresh_rosters)
 
     def stop(self):
         """Stop the broker and the retries (the worker's hub is being replaced)."""
@@ -293,6 +303,13 @@ class Hub:
             self.republisher.kill(block=False)
         for room in list(self.rooms.values()):
             room.cursor.close()
+
+
+def _object(body, what):
+    event = json.loads(body)
+    if not isinstance(event, dict):
+        raise ValueError(f"{what} is a JSON object")
+    return event
 
 
 def parse_payload(payload):

@@ -17,6 +17,8 @@ from chat.offload import offload
 OPEN_SOCKETS = Gauge(
     "chat_open_sockets", "WebSockets open now, all workers.", multiprocess_mode="livesum")
 JOINS = Counter("chat_joins", "Successful joins (a joined event sent).")
+JOINS_FROM_MEMORY = Counter(
+    "chat_joins_from_memory", "Joins whose messages came from the hub's memory, not the database.")
 MESSAGES_RECEIVED = Counter(
     "chat_messages_received", "send frames received from clients, refused or resent ones included.")
 MESSAGES_DELIVERED = Counter(

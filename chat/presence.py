@@ -18,6 +18,7 @@ from django.db import connection, transaction
 from gevent.event import Event
 from gevent.lock import Semaphore
 
+from chat.batching import Batches
 from chat.db import db_work
 from chat.models import Presence
 
@@ -49,15 +50,19 @@ def presence_event(slug, joined=(), left=()):
 TABLE = Presence._meta.db_table
 LIVE = "seen >= now() - make_interval(secs => %(ttl)s)"
 
-# The CTE's insert is not visible to the SELECT (one snapshot): the caller adds the user.
+# Arrivals in a batch, sorted so that two workers' batches take their row locks in one order.
 ARRIVE = f"""
-    WITH arrived AS (
+    WITH held AS (
+        SELECT DISTINCT room, username
+        FROM unnest(%(rooms)s::varchar[], %(users)s::varchar[]) AS held(room, username)
+    ), arrived AS (
         INSERT INTO {TABLE} (room, username, worker, seen)
-        VALUES (%(room)s, %(user)s, %(worker)s, now())
+        SELECT room, username, %(worker)s, now() FROM held ORDER BY room, username
         ON CONFLICT (room, username, worker) DO UPDATE SET seen = EXCLUDED.seen
     )
-    SELECT username, bool_or(worker <> %(worker)s) FROM {TABLE}
-    WHERE room = %(room)s AND {LIVE} GROUP BY username"""
+    SELECT h.room, h.username, NOT EXISTS (
+        SELECT 1 FROM {TABLE} p WHERE p.room = h.room AND p.username = h.username
+        AND p.worker <> %(worker)s AND p.{LIVE}) FROM held h"""
 
 DEPART = f"""
     WITH departed AS (
@@ -83,6 +88,19 @@ HEARTBEAT = f"""
 # snapshot, so two workers' departs running at once each saw the other's row, and neither
 # announced "left" (a user closing tabs on two workers stayed present for good).
 LOCK_PAIR = "SELECT pg_advisory_xact_lock(hashtextextended(%(room)s || chr(10) || %(user)s, 0))"
+# A batch takes its pairs' locks in the order of their keys: two batches never deadlock.
+LOCK_PAIRS = """
+    SELECT count(*) FROM (
+        SELECT pg_advisory_xact_lock(k) FROM (
+            SELECT DISTINCT hashtextextended(room || chr(10) || username, 0) AS k
+            FROM unnest(%(rooms)s::varchar[], %(users)s::varchar[]) AS held(room, username)
+            ORDER BY k OFFSET 0
+        ) keys
+    ) locked"""
+
+PRESENT = f"""
+    SELECT room, username FROM {TABLE}
+    WHERE room = ANY(%(rooms)s::varchar[]) AND {LIVE} GROUP BY room, username"""
 
 EXPIRE = f"""
     WITH expired AS (
@@ -113,11 +131,26 @@ class DatabasePresence:
             cursor.execute(sql, {"worker": self.worker or worker_id(), "ttl": self.ttl, **params})
             return cursor.fetchall()
 
-    def arrive(self, room, username):
-        """Record ``username`` in ``room`` here; return (first anywhere?, usernames present)."""
-        rows = self._run_for_pair(ARRIVE, room=room, user=username)
-        elsewhere = any(name == username and other for name, other in rows)
-        return not elsewhere, sorted({name for name, _ in rows} | {username})
+    def arrive(self, pairs):
+        """Record each (room, username) of ``pairs`` here, in one statement.
+
+        Return, for each pair in order, whether it is the user's first presence anywhere
+        (no other worker holds them in that room).
+        """
+        rooms, users = [room for room, _ in pairs], [user for _, user in pairs]
+        with db_work(), transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(LOCK_PAIRS, {"rooms": rooms, "users": users})
+            cursor.execute(ARRIVE, {"worker": self.worker or worker_id(), "ttl": self.ttl,
+                                    "rooms": rooms, "users": users})
+            first = {(room, user): alone for room, user, alone in cursor.fetchall()}
+        return [first[pair] for pair in pairs]
+
+    def present(self, rooms):
+        """Return ``{room: set of usernames}`` present anywhere in ``rooms`` (one query)."""
+        found = {room: set() for room in rooms}
+        for room, user in self._run(PRESENT, rooms=list(rooms)):
+            found[room].add(user)
+        return found
 
     def depart(self, room, username):
         """Forget ``username`` in ``room`` here; return whether they are gone everywhere."""
@@ -160,10 +193,17 @@ class PresenceTracker:
     depart never overtakes the arrive before it (or the reverse) in the database, and their
     announcements go out in the same order. A depart also waits for a heartbeat in flight
     that re-asserts its pair, whose upsert would otherwise bring the row back.
+
+    Arrivals go to the store in batches (chat/batching.py: those that came while the last
+    batch was written, at most ``batch_max`` pairs each). A user already held here (another tab, or a depart cancelled
+    before it ran) writes nothing: the row is there, and the heartbeat re-asserts it.
     """
 
-    def __init__(self, store, publish, debounce=2.0, spawn_later=gevent.spawn_later):
+    def __init__(self, store, publish, debounce=2.0, spawn_later=gevent.spawn_later,
+                 batch_max=500):
         self.store = store
+        self.arrivals = Batches(lambda pairs: dict(zip(pairs, store.arrive(pairs))), batch_max,
+                                name="recording arrivals")
         self.publish = publish  # (slug, event, skip_user=None), Hub.publish
         self.debounce = debounce
         self.spawn_later = spawn_later
@@ -176,21 +216,23 @@ class PresenceTracker:
         self.failing = False
 
     def enter(self, slug, session):
-        """Count ``session`` in ``slug``; return the usernames present anywhere, sorted."""
+        """Count ``session`` in ``slug``: record the user's arrival and announce it if first."""
         user = session.username
         key = (slug, user)
         counted = self.sockets.setdefault(key, set())
         arriving = not counted and not self._cancel(key)  # a cancelled depart: still announced
         counted.add(session)
         try:
-            with self._serial(key):
-                first_anywhere, names = self.store.arrive(slug, user)
-                if arriving and first_anywhere:
+            with self._serial(key):  # held already: still after the arrive in flight
+                if arriving and self.arrivals.submit(key).get():
                     self.publish(slug, presence_event(slug, joined=[user]), skip_user=user)
         except BaseException:
             self.leave(slug, session)  # nothing half-counted; its row goes after the debounce
             raise
-        return names
+
+    def held(self, slug, user):
+        """Tell whether this worker holds ``user`` in ``slug`` (a depart not yet due included)."""
+        return self._held((slug, user))
 
     def leave(self, slug, session):
         """Uncount ``session``; the user's last socket here schedules their depart."""

@@ -27,6 +27,7 @@ class Snapshot:
     seq: int
     messages: list
     more: bool
+    private: bool = False
 
 
 def open_room(user, slug, since=None):
@@ -48,7 +49,7 @@ def open_room(user, slug, since=None):
         else:
             newest = Message.objects.shown().before(room, room.last_seq + 1).filter(seq__gt=since)
             messages, more = _page(newest, settings.CHAT_JOIN_MAX_MESSAGES, slug)
-        return Snapshot(room.id, room.last_seq, messages, more)
+        return Snapshot(room.id, room.last_seq, messages, more, room.private)
 
 
 def messages_between(room_id, slug, after, upto=None):

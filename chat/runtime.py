@@ -32,7 +32,9 @@ def hub():
         _hub = Hub(brokers.from_settings(), fetch=rooms.messages_between,
                    presence_store=DatabasePresence(ttl=settings.CHAT_PRESENCE_TTL),
                    gap_wait=settings.CHAT_GAP_WAIT, last_seqs=rooms.last_seqs,
-                   presence_debounce=settings.CHAT_PRESENCE_DEBOUNCE)
+                   presence_debounce=settings.CHAT_PRESENCE_DEBOUNCE,
+                   history_size=settings.CHAT_HISTORY_DEFAULT,
+                   tracker_options={"batch_max": settings.CHAT_PRESENCE_BATCH_MAX})
         _loops[:] = [
             gevent.spawn(_hub.maintain, settings.CHAT_PRESENCE_HEARTBEAT),
             gevent.spawn(_hub.check, settings.CHAT_CURSOR_CHECK_INTERVAL),

@@ -251,6 +251,12 @@ CHAT_PRESENCE_HEARTBEAT = env_number("CHAT_PRESENCE_HEARTBEAT", 10.0, float)
 CHAT_PRESENCE_TTL = env_number("CHAT_PRESENCE_TTL", 30.0, float)
 # A user's last socket leaving a room is announced after this long, unless they come back.
 CHAT_PRESENCE_DEBOUNCE = env_number("CHAT_PRESENCE_DEBOUNCE", 2.0, float)
+# Arrivals go to chat_presence in batches of at most this many (room, user) pairs: those that
+# came while the last batch was written (chat/presence.py, chat/batching.py).
+CHAT_PRESENCE_BATCH_MAX = env_number("CHAT_PRESENCE_BATCH_MAX", 500)
+# joined.presence lists at most this many usernames (then presence_more and presence_count);
+# the who frame pages the rest, at most this many a page.
+CHAT_PRESENCE_LIST_MAX = env_number("CHAT_PRESENCE_LIST_MAX", 100)
 # Seconds a closing peer gets to read our close frame and answer it.
 CHAT_CLOSE_TIMEOUT = env_number("CHAT_CLOSE_TIMEOUT", 5.0, float)
 # The broker between the hubs of all workers and hosts: "postgres" (LISTEN/NOTIFY on the

@@ -59,7 +59,6 @@ class FakeTracker:
 
     def enter(self, slug, session):
         self.calls.append(("enter", slug, session.username))
-        return [session.username]
 
     def leave(self, slug, session):
         self.calls.append(("leave", slug, session.username))
@@ -382,7 +381,7 @@ def test_presence_is_counted_by_the_tracker_once_per_socket(hub):
     tab1, tab2 = Recorder("alice"), Recorder("alice")
     for tab in (tab1, tab2):
         hub.attach(tab, "p")
-        assert hub.enter(tab, "p") == ["alice"]
+        assert hub.enter(tab, "p").page() == (["alice"], False)
     hub.attach(tab1, "p")
     hub.enter(tab1, "p")  # joined again on the same socket
     hub.detach(tab1, "p")

@@ -12,7 +12,8 @@ from chat.scrape import REFUSAL, address_allowed, token_matches
 from tests.live import close_code, collect_messages, connect, receive, receive_type, send
 
 METRIC_NAMES = {
-    "chat_open_sockets", "chat_joins_total", "chat_messages_received_total",
+    "chat_open_sockets", "chat_joins_total", "chat_joins_from_memory_total",
+    "chat_messages_received_total",
     "chat_messages_delivered_total", "chat_broadcast_latency_seconds_bucket",
     "chat_broadcast_latency_seconds_count", "chat_broadcast_latency_seconds_sum",
     "chat_send_queue_overflows_total", "chat_rate_limited_total",

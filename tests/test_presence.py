@@ -39,6 +39,12 @@ def rows():
         return sorted(Presence.objects.values_list("room", "username", "worker"))
 
 
+def arrive(store, room, user):
+    """Arrive alone; return (first anywhere?, the usernames present) as the hub sees them."""
+    [first] = store.arrive([(room, user)])
+    return first, sorted(store.present([room])[room])
+
+
 def stale():
     return timezone.now() - timezone.timedelta(seconds=60)
 
@@ -46,19 +52,19 @@ def stale():
 # --- the store ---------------------------------------------------------------------------------
 
 def test_the_first_arrival_anywhere_is_announced_once(presence):
-    assert presence.arrive("r", "ann") == (True, ["ann"])
-    assert presence.arrive("r", "ann") == (True, ["ann"])  # again from this worker: still first
+    assert arrive(presence, "r", "ann") == (True, ["ann"])
+    assert arrive(presence, "r", "ann") == (True, ["ann"])  # again from this worker: still first
     add(room="r", username="bob", worker="other-host:1:x")
-    assert presence.arrive("r", "bob") == (False, ["ann", "bob"])  # bob is on another worker
+    assert arrive(presence, "r", "bob") == (False, ["ann", "bob"])  # bob is on another worker
 
 
 def test_leaving_one_worker_keeps_presence_held_by_another(presence):
     add(room="r", username="ann", worker="other-host:1:x")
-    presence.arrive("r", "ann")
+    arrive(presence, "r", "ann")
     assert presence.depart("r", "ann") is False
     with db_work():
         Presence.objects.filter(worker="other-host:1:x").delete()
-    presence.arrive("r", "ann")
+    arrive(presence, "r", "ann")
     assert presence.depart("r", "ann") is True
     assert rows() == []
 
@@ -67,13 +73,13 @@ def test_two_workers_departing_at_once_announce_the_user_gone_once(presence):
     """Each statement has one snapshot: unlocked, each depart saw the other's row (issue 11)."""
     workers = [DatabasePresence(ttl=30, worker=f"host:{n}:x") for n in (1, 2)]
     for store in workers:
-        store.arrive("r", "ann")
+        arrive(store, "r", "ann")
     for _ in range(5):
         departs = [gevent.spawn(store.depart, "r", "ann") for store in workers]
         gevent.joinall(departs, timeout=10, raise_error=True)
         assert sorted(d.value for d in departs) == [False, True]
         for store in workers:
-            store.arrive("r", "ann")
+            arrive(store, "r", "ann")
 
 
 def test_rows_of_a_dead_worker_expire_and_end_presence(presence):
@@ -81,7 +87,7 @@ def test_rows_of_a_dead_worker_expire_and_end_presence(presence):
     add(room="r", username="ann", worker="dead:1:x", seen=stale())
     add(room="r", username="ann", worker="alive:2:y")
     assert presence.expire() == [("r", "ghost")]  # ann is still held by a live worker
-    assert presence.arrive("r", "cat")[1] == ["ann", "cat"]
+    assert arrive(presence, "r", "cat")[1] == ["ann", "cat"]
 
 
 def test_heartbeat_brings_back_deleted_rows_and_names_those_no_other_worker_holds(presence):
@@ -104,7 +110,7 @@ def test_heartbeat_of_nothing_writes_nothing(presence):
 def test_presence_keeps_the_databases_time_whatever_the_hosts_clock_says(presence, monkeypatch):
     slow = timezone.now() - timezone.timedelta(hours=1)
     monkeypatch.setattr(timezone, "now", lambda: slow)  # this host's clock is an hour behind
-    presence.arrive("r", "ann")
+    arrive(presence, "r", "ann")
     presence.heartbeat([("r", "ann")])
     add(room="r", username="bob", worker="other-host:1:x")  # seen: the database's default
     assert presence.expire() == []
@@ -149,10 +155,11 @@ class FakeStore:
     def _elsewhere(self, room, user):
         return any((r, u) == (room, user) and w != "me" for r, u, w in self.rows)
 
-    def arrive(self, room, user):
-        self._enter("arrive", room, user)
-        self.rows.add((room, user, "me"))
-        return not self._elsewhere(room, user), sorted({u for r, u, _ in self.rows if r == room})
+    def arrive(self, pairs):
+        for room, user in pairs:
+            self._enter("arrive", room, user)
+        self.rows |= {(room, user, "me") for room, user in pairs}
+        return [not self._elsewhere(room, user) for room, user in pairs]
 
     def depart(self, room, user):
         self._enter("depart", room, user)
@@ -217,11 +224,13 @@ def left(user, room="r"):
 
 def test_the_first_socket_anywhere_is_announced_to_the_others(world):
     tracker, store, timers, published = world
-    assert tracker.enter("r", Session("ann")) == ["ann"]
-    assert tracker.enter("r", Session("ann")) == ["ann"]  # a second tab
+    tracker.enter("r", Session("ann"))
+    tracker.enter("r", Session("ann"))  # a second tab: held already, nothing written
     store.rows.add(("r", "bob", "elsewhere"))
-    assert tracker.enter("r", Session("bob")) == ["ann", "bob"]  # bob is on another worker
+    tracker.enter("r", Session("bob"))  # bob is on another worker
     assert published == [(joined("ann"), "ann")]
+    assert [c for c in store.calls if c[0] == "arrive"] == [("arrive", "r", "ann"),
+                                                              ("arrive", "r", "bob")]
 
 
 def test_a_depart_waits_for_the_debounce(world):
@@ -288,7 +297,6 @@ def test_an_arrive_during_a_depart_in_flight_waits_for_it_and_keeps_the_row(worl
     assert ("arrive", "r", "ann") not in store.calls[1:], "the arrive overtook the depart"
     slow.set()
     gevent.joinall([departing, arriving], timeout=5, raise_error=True)
-    assert arriving.value == ["ann"]
     assert store.rows == {("r", "ann", "me")}, "the depart deleted the newer arrive's row"
     assert published == [(joined("ann"), "ann"), (left("ann"), None), (joined("ann"), "ann")]
 

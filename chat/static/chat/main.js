@@ -56,8 +56,8 @@ function start(root) {
     gaps: (holes) => messages.gaps(holes),
     trim: (window, keepMost) => messages.trim(window, keepMost),
     cleared: () => messages.cleared(),
-    presence(names) {
-      people.set(names);
+    presence(names, count) {
+      people.set(names, count);
       people.stale(false);
     },
     presenceChange: (joined, left) => people.change(joined, left),

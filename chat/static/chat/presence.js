@@ -9,18 +9,21 @@ export class People {
     this.count = root.querySelector(".people .count");
     this.typingLine = root.querySelector(".typing");
     this.online = new Set();
+    this.unlisted = 0; // present but not named: a big room lists its first names only
     this.typers = new Map(); // username -> timer that ends their "is typing"
   }
 
-  set(names) {
+  // count: joined.presence_count, sent when the room has more users than the names listed.
+  set(names, count) {
     this.online = new Set(names);
+    this.unlisted = Math.max(0, (count ?? names.length) - this.online.size);
     this.render();
   }
 
   change(joined, left) {
     for (const name of joined) this.online.add(name);
     for (const name of left) {
-      this.online.delete(name);
+      if (!this.online.delete(name) && this.unlisted > 0) this.unlisted -= 1;
       this.stopped(name);
     }
     this.render();
@@ -38,7 +41,13 @@ export class People {
       li.textContent = name === this.me ? `${name} (you)` : name;
       return li;
     }));
-    this.count.textContent = `(${names.length})`;
+    if (this.unlisted > 0) {
+      const more = document.createElement("li");
+      more.className = "more";
+      more.textContent = `and ${this.unlisted} more`;
+      this.list.append(more);
+    }
+    this.count.textContent = `(${names.length + this.unlisted})`;
   }
 
   typing(name) {

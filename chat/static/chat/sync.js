@@ -98,7 +98,7 @@ export class RoomSync {
     const restarted = frame.seq < this.seqs.top;
     if (restarted) this.restart(frame.seq);
     this.joined = true;
-    this.view.presence(frame.presence || []);
+    this.view.presence(frame.presence || [], frame.presence_count);
     const messages = frame.messages || [];
     this.take(messages, "resume");
     // Without `more`, joined holds everything after `since`; with it, from its first message on.

@@ -1,0 +1,78 @@
+"""One room as a worker's hub holds it: its local sessions, cursor, recent messages and roster.
+
+A room lives while this worker has sessions in it. What it remembers (the ring of recent
+messages, who is present, whether the room is public) saves a join its database reads; each
+piece is dropped when it may be stale: the ring and the access on a resync, the access on a
+``room`` control event (the room made private, or deleted).
+"""
+import time
+
+from chat import metrics
+from chat.cursor import Cursor
+from chat.recent import Recent
+from chat.roster import Roster
+from chat.wsmends import encode_frame
+
+DELETED_PREFIX = b'{"type":"message_deleted"'
+PRESENCE_PREFIX = b'{"type":"presence"'
+
+
+class Room:
+    """One room as this worker sees it: its local sessions and its cursor."""
+
+    def __init__(self, slug, fetch, gap_wait, history_size=50, holds=lambda slug, user: False):
+        self.slug = slug
+        self.sessions = set()
+        self.present = set()  # sessions counted by the presence tracker
+        self.cursor = Cursor(slug, fetch, self.hand_on, gap_wait)
+        self.recent = Recent(history_size)
+        self.roster = Roster(slug, lambda user: holds(slug, user))
+        self.access = None  # (room_id, private) once a join read the room
+        self.access_epoch = 0  # bumped when the access may have changed
+
+    def hand_on(self, seq, body, published=None):
+        """Queue the message ``seq``'s frame for every member (None: deleted, nothing to send)."""
+        self.recent.add(seq, body)
+        if body is None:
+            return
+        frame = encode_frame(body)  # once, for every recipient
+        queued = 0
+        for session in list(self.sessions):
+            if session.deliver(self.slug, seq, frame):
+                queued += 1
+        if queued:  # one update per message, not per recipient: this loop is the hot path
+            metrics.MESSAGES_DELIVERED.inc(queued)
+        if published is not None:
+            # Clocks of two hosts may disagree by a little: never a negative latency.
+            metrics.BROADCAST_LATENCY.observe(max(0.0, time.time() - published))
+
+    def broadcast(self, frame, skip_user=None):
+        """Hand ``frame`` (an event without seq) to every member but ``skip_user``'s sockets."""
+        for session in list(self.sessions):
+            if skip_user is None or session.username != skip_user:
+                session.deliver(self.slug, None, frame)
+
+    def note(self, body, event):
+        """Learn from an event without seq: a deletion leaves the ring, presence the roster.
+
+        ``event`` parses ``body`` (called only for the two kinds that matter here).
+        """
+        if body.startswith(DELETED_PREFIX):
+            seq = event().get("seq")
+            if type(seq) is int:
+                self.recent.remove(seq)
+        elif body.startswith(PRESENCE_PREFIX):
+            parsed = event()
+            joined, left = parsed.get("joined"), parsed.get("left")
+            self.roster.apply(joined if isinstance(joined, list) else [],
+                              left if isinstance(left, list) else [])
+
+    def revoke_access(self):
+        """Forget that the room is public (it may not be any more): the next join reads it."""
+        self.access = None
+        self.access_epoch += 1
+
+    def forget(self):
+        """Forget what events may have been lost for (after the broker reconnected)."""
+        self.recent.forget()
+        self.revoke_access()
