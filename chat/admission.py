@@ -4,8 +4,9 @@ After a deploy every client of the old worker comes back within seconds. Set up 
 their handshakes would queue inside the worker (each holding a greenlet, a socket and a Django
 request) while the database saturates and pages crawl. So the worker's handler asks
 :class:`Admission` *before* it sends the 101: at most ``CHAT_HANDSHAKE_RATE`` handshakes a
-second (bursts of ``CHAT_HANDSHAKE_BURST``) and at most ``CHAT_HANDSHAKES_IN_FLIGHT`` between
-the upgrade and the socket's registration. The excess gets HTTP 503 with a jittered
+second (bursts of ``CHAT_HANDSHAKE_BURST``) and at most ``CHAT_HANDSHAKES_IN_FLIGHT`` being
+set up: from the upgrade until the socket's first ``joined`` (at most ``CHAT_HANDSHAKE_TIMEOUT``
+seconds), since the join is what costs the database. The excess gets HTTP 503 with a jittered
 ``Retry-After``, so the queue forms in the clients. A draining worker (chat/shutdown.py) refuses
 every handshake: the client should reconnect to its replacement. Pages are never refused here.
 """
@@ -85,8 +86,7 @@ def current():
     return _current
 
 
-def registered(environ):
-    """Tell admission that this handshake's socket is set up: its slot is free for the next."""
-    release = environ.pop(TICKET_KEY, None)
-    if release is not None:
-        release()
+def take_ticket(environ):
+    """Return the release callable of this handshake's slot (None if it has none), for the
+    socket session to call once it is set up."""
+    return environ.pop(TICKET_KEY, None)

@@ -87,6 +87,8 @@ class SocketSession:
         self._writer = None  # a greenlet while the outbox has a backlog the kernel did not take
         self._flush_due = False  # a hub callback will write the outbox
         self._keepalive = None
+        self._settle = None  # admission's release of this socket's setup slot (chat/admission.py)
+        self._settle_timer = None
         self.conn_id = connection_id()
 
     def run(self, expires_at=None):
@@ -124,6 +126,7 @@ class SocketSession:
             gevent.killall([*self._greenlets, *filter(None, [self._writer])], block=False)
             if self._keepalive is not None:
                 self._keepalive.close()  # its callback holds this session
+            self.settled()
             self._linger()
             logger.info("socket closed conn=%s user=%s rooms=%d duration=%.1fs code=%s",
                         self.conn_id, self.username, rooms, self.clock() - opened_at,
@@ -159,6 +162,7 @@ class SocketSession:
         membership = self.rooms[slug]
         membership.room_id, membership.last_seq = room_id, seq
         membership.checked_at = self.clock()
+        self.settled()  # joined: set up
         held, membership.buffer = membership.buffer, None
         self.outbox.bytes -= sum(len(frame) for _, frame in held)  # counted while held
         for held_seq, frame in held:
@@ -168,6 +172,24 @@ class SocketSession:
         """Stop receiving ``slug``'s events and end this socket's presence there."""
         if self.rooms.pop(slug, None) is not None:
             self.hub.detach(self, slug)
+
+    def settle_with(self, release, timeout):
+        """Call ``release`` once this socket is set up: its first ``joined``, its close, or
+        ``timeout`` seconds from now, whichever comes first."""
+        if release is None:
+            return
+        self._settle = release
+        self._settle_timer = gevent.get_hub().loop.timer(timeout)
+        self._settle_timer.start(self.settled)  # a timer, not a greenlet per socket
+
+    def settled(self):
+        """Free this socket's setup slot (idempotent)."""
+        release, self._settle = self._settle, None
+        if self._settle_timer is not None:
+            self._settle_timer.close()
+            self._settle_timer = None
+        if release is not None:
+            release()
 
     def evict(self, slug, detail):
         """Take this socket out of ``slug`` because its user may no longer read it."""
@@ -270,7 +292,8 @@ class SocketSession:
                         return
                     code, reason = self.outbox.closing
                     self.ws.close(code, reason)
-                    logger.info("sent close conn=%s user=%s code=%s reason=%r",
+                    # Debug: the "socket closed" line carries the code (a drain closes thousands).
+                    logger.debug("sent close conn=%s user=%s code=%s reason=%r",
                                 self.conn_id, self.username, code, reason)
                     return
                 try:

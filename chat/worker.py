@@ -178,7 +178,8 @@ class ChatHandler(WebSocketHandler, PyWSGIHandler):
                     result.close()  # PEP 3333: Django's request_finished
             session, expires_at = self.environ.pop(SOCKET_SESSION, (None, None))
             if session is not None:
-                admission.registered(self.environ)  # set up: the next handshake may take its slot
+                # Its slot is freed at its first joined: until then the socket costs the database.
+                session.settle_with(admission.take_ticket(self.environ), settings.CHAT_HANDSHAKE_TIMEOUT)
                 try:
                     session.run(expires_at)  # logs its opening, its errors and its close
                 finally:

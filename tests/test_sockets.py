@@ -5,7 +5,7 @@ import gevent
 import pytest
 
 from chat.ratelimit import Budgets
-from chat.sockets import SocketSession
+from chat.sockets import Membership, SocketSession
 from tests.live import connect, join, receive_type, send
 
 
@@ -94,6 +94,19 @@ def test_a_farewell_event_goes_out_before_the_close():
     session._writer.join(timeout=2)
     assert ws.written == [b'\x81\x20{"type":"reconnect","after":1.5}']  # 32 bytes, text
     assert ws.closed_with == [(1001, "server going away")]
+
+
+def test_a_sockets_setup_slot_is_freed_once_at_its_first_joined_or_after_the_timeout():
+    freed = []
+    joined, silent = session_on(FakeWebSocket()), session_on(FakeWebSocket())
+    joined.settle_with(lambda: freed.append("joined"), timeout=0.05)
+    silent.settle_with(lambda: freed.append("silent"), timeout=0.05)
+    joined.rooms["r"] = Membership()  # as subscribe() leaves it; ready() is a join's last step
+    joined.ready("r", 1, 0)
+    assert freed == ["joined"]
+    gevent.sleep(0.1)
+    joined.settled()
+    assert freed == ["joined", "silent"]
 
 
 def test_a_write_that_fails_on_the_hub_closes_its_socket_with_1011_and_logs_once(caplog):

@@ -14,7 +14,7 @@ from django.core.management import call_command
 
 from chat import shutdown
 from chat.admission import Admission
-from tests.live import BASE_DIR, close_reason, connect, receive, send
+from tests.live import BASE_DIR, close_reason, connect, join, receive, send
 
 
 class Clock:
@@ -40,13 +40,13 @@ def test_admission_takes_the_burst_then_refuses_with_a_retry_after_in_range():
     assert not callable(admission.enter())
 
 
-def test_admission_holds_at_most_in_flight_until_a_socket_is_registered():
+def test_admission_holds_at_most_in_flight_until_a_socket_is_set_up():
     admission = Admission(rate=1000, burst=1000, in_flight=2, clock=Clock())
     first, second = admission.enter(), admission.enter()
     assert callable(first) and callable(second)
     assert admission.enter() in range(1, 11)
     first()
-    first()  # releasing twice (registered, then the handshake's end) frees one slot only
+    first()  # releasing twice (joined, then the handshake's end) frees one slot only
     assert admission.in_flight == 1
     assert callable(admission.enter())
     assert not callable(admission.enter())
@@ -155,12 +155,16 @@ def test_over_the_handshake_rate_the_answer_is_503_with_retry_after_and_pages_st
     assert receive(first)["type"] == "pong"  # the open socket is untouched
 
 
-def test_handshakes_past_the_in_flight_cap_get_503_until_the_first_is_set_up(start_server, make_users):
+def test_handshakes_past_the_in_flight_cap_get_503_until_the_first_has_joined(
+        start_server, make_users, make_room):
     # One database connection, held by a _sleep: the next handshake waits in its session read,
     # between the upgrade and its registration, and so holds the one slot in flight.
-    busy = start_server(CHAT_HANDSHAKES_IN_FLIGHT="1", CHAT_DB_CONCURRENCY="1")
+    busy = start_server(CHAT_HANDSHAKES_IN_FLIGHT="1", CHAT_DB_CONCURRENCY="1",
+                        CHAT_SESSION_CACHE_TTL="0")
+    room = make_room()
     (_, sleeper_key), (_, waiting_key), (_, third_key) = make_users(3, prefix="inflight")
     sleeper = connect(busy, sleeper_key)
+    join(sleeper, room)  # set up: its slot is free
     send(sleeper, type="_sleep", seconds=3)
     gevent.sleep(0.5)
     waiting = gevent.spawn(connect, busy, waiting_key)
@@ -169,8 +173,10 @@ def test_handshakes_past_the_in_flight_cap_get_503_until_the_first_is_set_up(sta
     assert receive(sleeper, timeout=10)["type"] == "_slept"
     ws = waiting.get(timeout=10)
     send(ws, type="ping")
-    assert receive(ws)["type"] == "pong"  # registered: its slot is free
-    assert raw_handshake(busy, third_key).startswith("HTTP/1.1 101 ")
+    assert receive(ws)["type"] == "pong"
+    assert raw_handshake(busy, third_key).startswith("HTTP/1.1 503 ")  # registered, not joined
+    join(ws, room)
+    assert raw_handshake(busy, third_key).startswith("HTTP/1.1 101 ")  # joined: set up
 
 
 @pytest.fixture(scope="module")
