@@ -27,6 +27,7 @@ def apply():
 
     patch_psycopg()
     _mend_geventwebsocket()
+    _lighten_blocking_reports()
     _applied = True
 
 
@@ -52,6 +53,22 @@ def _mend_geventwebsocket():
     handler.WebSocket = wsmends.MendedWebSocket
     gws_logging.create_logger = wsmends.create_logger
     handler.create_logger = wsmends.create_logger
+
+
+def _lighten_blocking_reports():
+    """Leave the tree of every greenlet out of gevent's hub-stall reports (chat/monitor.py).
+
+    The report walks all greenlets and their spawn trees (``gevent.util.GreenletTree``, over
+    ``gc.get_objects()``) under the GIL: with 10,000 sockets one report was 10 MB of text and
+    held the worker for more than half a second, so each stall became a longer one (issue 14,
+    the reconnect storm). The blocked stack and the threads' stacks stay.
+    """
+    from gevent import util
+
+    def greenlets_left_out(lines, greenlet_stacks, limit):
+        lines.append("(the greenlet tree is left out: see patches.py)")
+
+    util._format_greenlet_info = greenlets_left_out
 
 
 apply()

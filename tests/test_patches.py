@@ -68,3 +68,26 @@ def test_manage_py_check_passes_with_the_project_settings():
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "no issues" in result.stdout
+
+
+def test_a_hub_stall_report_leaves_out_the_tree_of_ten_thousand_greenlets():
+    out = run_python(
+        "import patches, time, gevent, gevent.event\n"
+        "from gevent import events\n"
+        "sizes = []\n"
+        "events.subscribers.append(lambda e: isinstance(e, events.EventLoopBlocked)"
+        " and sizes.append(len(''.join(e.info))))\n"
+        "gevent.config.monitor_thread = True; gevent.config.max_blocking_time = 0.05\n"
+        "gevent.config.print_blocking_reports = False\n"
+        "done = gevent.event.Event()\n"
+        "parked = [gevent.spawn(done.wait) for _ in range(10000)]\n"
+        "gevent.sleep(0.1)\n"
+        "gevent.get_hub().start_periodic_monitoring_thread()\n"
+        "gevent.sleep(0.3)\n"
+        "began = time.time()\n"
+        "while time.time() - began < 0.3: pass\n"
+        "gevent.sleep(0.5)\n"
+        "print(len(sizes), max(sizes))")
+    reports, largest = int(out[0]), int(out[1])
+    assert reports >= 1
+    assert largest < 20_000  # the greenlet tree alone was about 5 MB for 10,000 greenlets
