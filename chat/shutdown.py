@@ -13,7 +13,8 @@ import time
 
 import gevent
 
-from chat import admission, protocol, runtime
+from chat import admission, runtime
+from chat.wsmends import encode_frame
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,11 @@ def reconnect_delays(count, handshake_rate, rand=random.random):
     return [round(MIN_AFTER + rand() * spread, 2) for _ in range(count)]
 
 
+def hint_frame(after):
+    """Return the frame of ``{"type":"reconnect","after":after}``, built without the encoder."""
+    return encode_frame(b'{"type":"reconnect","after":%s}' % repr(after).encode())
+
+
 def drain(sessions, code, reason, rate, handshake_rate, sleep=gevent.sleep, clock=time.monotonic):
     """Close ``sessions`` with ``code``, ``rate`` a second, each after a ``reconnect`` hint."""
     batch = max(1, round(rate * BATCH_EVERY))
@@ -42,7 +48,7 @@ def drain(sessions, code, reason, rate, handshake_rate, sleep=gevent.sleep, cloc
             sleep(max(0.0, began + n / rate - clock()))
         if session.closing:
             continue
-        session.close(code, reason, farewell=protocol.event("reconnect", after=after))
+        session.close(code, reason, farewell=hint_frame(after))
 
 
 def close_all(code, reason, within=None):

@@ -83,7 +83,7 @@ class SocketSession:
         self.typing = TokenBucket(budgets.typing_rate, budgets.typing_burst, clock)
         self.closing = False
         self.expiry_timer = None  # set by the authority
-        self._greenlets = []  # the close timeout
+        self._close_timer = None  # cuts off a peer that does not answer our close
         self._writer = None  # a greenlet while the outbox has a backlog the kernel did not take
         self._flush_due = False  # a hub callback will write the outbox
         self._keepalive = None
@@ -123,7 +123,10 @@ class SocketSession:
             metrics.OPEN_SOCKETS.dec()
             for slug in list(self.rooms):
                 self.unsubscribe(slug)
-            gevent.killall([*self._greenlets, *filter(None, [self._writer])], block=False)
+            if self._writer is not None:
+                self._writer.kill(block=False)
+            if self._close_timer is not None:
+                self._close_timer.close()
             if self._keepalive is not None:
                 self._keepalive.close()  # its callback holds this session
             self.settled()
@@ -239,17 +242,18 @@ class SocketSession:
         return True
 
     def close(self, code, reason="", farewell=None):
-        """Close with ``code`` after the frame being written (and ``farewell``, an event); drop
-        what is still queued."""
+        """Close with ``code`` after the frame being written (and ``farewell``, a prebuilt
+        frame); drop what is still queued."""
         if self.closing:
             return
         self.closing = True
         if code == 1013:
             metrics.SEND_QUEUE_OVERFLOWS.inc()
-        self.outbox.close(code, reason, farewell and encode_frame(protocol.encode(farewell)))
+        self.outbox.close(code, reason, farewell)
         self._flush_soon()
         # A peer that never reads or never answers is cut off after CLOSE_TIMEOUT.
-        self._greenlets.append(gevent.spawn_later(self.close_timeout, self.ws.shutdown))
+        self._close_timer = gevent.get_hub().loop.timer(self.close_timeout)
+        self._close_timer.start(self.ws.shutdown)  # a timer: a drain closes thousands at once
 
     def _flush_soon(self):
         if self._writer is None and not self._flush_due:

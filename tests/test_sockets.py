@@ -5,6 +5,7 @@ import gevent
 import pytest
 
 from chat.ratelimit import Budgets
+from chat.shutdown import hint_frame
 from chat.sockets import Membership, SocketSession
 from tests.live import connect, join, receive_type, send
 
@@ -89,7 +90,7 @@ def test_a_farewell_event_goes_out_before_the_close():
     ws = FakeWebSocket()
     session = session_on(ws)
     session.send_frame(b"dropped")
-    session.close(1001, "server going away", farewell={"type": "reconnect", "after": 1.5})
+    session.close(1001, "server going away", farewell=hint_frame(1.5))
     gevent.sleep(0)
     session._writer.join(timeout=2)
     assert ws.written == [b'\x81\x20{"type":"reconnect","after":1.5}']  # 32 bytes, text
