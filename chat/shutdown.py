@@ -59,6 +59,8 @@ def close_all(code, reason, within=None):
     """
     from django.conf import settings
 
+    if admission.current().draining:
+        return  # gunicorn signals a stopping worker again: one drain is enough
     admission.current().draining = True  # from now on handshakes get 503: go to the replacement
     hub = runtime.current_hub()
     sessions = list(hub.sessions) if hub is not None else []
