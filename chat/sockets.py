@@ -18,6 +18,7 @@ import logging
 import os
 import socket
 import time
+from collections import deque
 
 import gevent
 
@@ -40,6 +41,46 @@ LINGER_BYTES = 1 << 20
 ABNORMAL_CLOSURE = 1006
 
 _serial = itertools.count(1)
+
+
+class Flusher:
+    """The hub's one callback that writes the outboxes of the sessions queued this turn.
+
+    One callback object per session and message cost a fifth of a 10,000-socket fan-out; a
+    list does not. At most ``chunk`` sessions are written per turn of the loop: a big room's
+    fan-out then lets the other greenlets run between chunks (each outbox keeps its order).
+    """
+
+    def __init__(self, chunk=1000):
+        self.chunk = chunk
+        self.due = deque()  # sessions whose outbox waits for the next turn
+        self.scheduled = False
+
+    def add(self, session):
+        self.due.append(session)
+        if not self.scheduled:
+            self.scheduled = True
+            gevent.get_hub().loop.run_callback(self._run)
+
+    def _run(self):
+        due = self.due
+        for _ in range(min(self.chunk, len(due))):
+            due.popleft()._flush()
+        if due:
+            gevent.get_hub().loop.run_callback(self._run)  # the rest on the next turn
+        else:
+            self.scheduled = False
+
+
+_flusher = None
+
+
+def flusher():
+    """Return this process's flusher (built in the worker, after the fork)."""
+    global _flusher
+    if _flusher is None:
+        _flusher = Flusher()
+    return _flusher
 
 
 def connection_id():
@@ -258,7 +299,7 @@ class SocketSession:
     def _flush_soon(self):
         if self._writer is None and not self._flush_due:
             self._flush_due = True
-            gevent.get_hub().loop.run_callback(self._flush)
+            flusher().add(self)
 
     def _flush(self):
         """Write the outbox from the hub, taking what the kernel takes now; never wait.
