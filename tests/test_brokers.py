@@ -279,9 +279,14 @@ def test_spilled_events_older_than_the_keep_time_are_deleted_by_a_publisher(pg_b
     with db_work():
         old = EventSpill.objects.create(topic="r", payload=b"old")
         EventSpill.objects.filter(pk=old.pk).update(created=timezone.now() - timedelta(minutes=2))
-    broker.publish("r", notice("x" * 9000))
+    broker.publish("r", notice("x" * 9000))  # sent by the broker's sender greenlet
+
+    def old_one_gone():
+        with db_work():
+            return not EventSpill.objects.filter(pk=old.pk).exists()
+
+    wait_until(old_one_gone, what="the old spilled event deleted")
     with db_work():
-        assert not EventSpill.objects.filter(pk=old.pk).exists()
         assert EventSpill.objects.filter(topic="r").count() >= 1  # the new one stays a while
     wait_until(lambda: receiver.got)
     assert bodies(receiver) == ["x" * 9000]
@@ -303,6 +308,59 @@ def test_a_message_too_large_for_notify_still_goes_by_reference(pg_broker):
 
 def bodies(receiver):
     return [json.loads(payload.partition(b"\n")[2])["body"] for _, payload in receiver.got]
+
+
+def test_publishes_queued_together_go_out_in_order_in_one_statement(pg_broker):
+    broker, receiver = pg_broker()
+    statements = []
+    notify = broker._notify
+    broker._notify = lambda *texts: (statements.append(len(texts)), notify(*texts))
+    for n in range(5):  # no yield in between: all five wait for the sender greenlet
+        broker.publish("r", notice(f"n{n}"))
+    assert statements == []  # the publisher did not wait for the database
+    wait_until(lambda: len(receiver.got) == 5, what="five deliveries")
+    assert bodies(receiver) == ["n0", "n1", "n2", "n3", "n4"]
+    assert statements == [5]
+
+
+def test_a_failed_notify_is_retried_with_backoff_and_an_event_without_seq_stays_in_its_worker(
+        pg_broker, caplog):
+    caplog.set_level(logging.INFO, logger="chat.brokers.postgres")
+    delays = []
+    broker, receiver = pg_broker(sleep=lambda seconds: (delays.append(seconds), gevent.sleep(0)))
+    failures = [OSError("the database went away"), OSError("still away")]
+    notify = broker._notify
+
+    def failing_notify(*texts):
+        if failures:
+            raise failures.pop(0)
+        notify(*texts)
+
+    broker._notify = failing_notify
+    message = Hub.payload({"type": "message", "body": "kept"}, seq=3)
+    broker.publish("r", message)
+    broker.publish("r", notice("typing, say"))
+    wait_until(lambda: len(receiver.got) == 2, what="both events")
+    gevent.sleep(0.2)  # a second copy of either would have arrived by now
+    # The notice was handed to this worker's hub at the first failure; the message was sent again.
+    assert receiver.got[1] == ("r", message)
+    assert bodies(receiver) == ["typing, say", "kept"]
+    assert delays == [0.1, 0.5]
+    assert [r.getMessage() for r in caplog.records if "publish" in r.getMessage()] == [
+        "publishing on chat_events failed (the database went away); retrying with backoff",
+        "published again what had failed"]
+
+
+def test_a_broker_never_started_sends_in_the_caller_and_raises_what_failed(pg_broker):
+    listening, receiver = pg_broker()
+    script = PostgresBroker({**connection.get_connection_params()})  # as chat/publish.py's
+    script.publish("r", notice("from a script"))
+    assert script.sender is None and not script.outgoing
+    wait_until(lambda: receiver.got)
+    assert bodies(receiver) == ["from a script"]
+    script._notify = lambda *texts: (_ for _ in ()).throw(OSError("refused"))
+    with pytest.raises(OSError, match="refused"):
+        script.publish("r", notice("lost"))
 
 
 def test_brokers_on_different_channels_do_not_hear_each_other(pg_broker):

@@ -13,6 +13,14 @@ their own. NOTIFY payloads must stay under 8,000 bytes, so a larger event goes a
   loop goes on) and hands the payload on whole. Later events of that topic wait behind it,
   so a topic's events keep their order. Publishers delete rows older than ``spill_keep``.
 
+A started broker (one listening: a server worker's) sends from a sender greenlet of its own,
+in publish order, several NOTIFYs a statement when they queue up: the socket that sent a
+message goes back to reading its next frame instead of waiting a round trip (a tenth of an S3
+round trip), and a burst costs one statement. What fails is tried again with backoff; an
+event without a seq is then delivered in this worker only, a message is left to the other
+workers' cursor checks after the last try (it is committed). A broker never started (a
+script's, chat/publish.py) sends in the caller and raises.
+
 NOTIFY is at most once while a listener reconnects; after every reconnect the hub catches
 up from the database by seq. LISTEN does not pass through PgBouncer in transaction mode, so
 the listener connects directly (``CHAT_LISTEN_DATABASE_URL``, default ``DATABASE_URL``).
@@ -34,6 +42,9 @@ CHANNEL = "chat_events"
 NOTIFY_MAX = 7999  # bytes: PostgreSQL refuses a NOTIFY payload of 8,000 or more
 SPILL = "spill:"  # a NOTIFY of "<topic>\nspill:<id>" refers to a row of EventSpill
 READ_DELAYS = (0.5, 1, 2)  # seconds between tries to read a spilled event
+SEND_DELAYS = (0.1, 0.5, 1, 2, 5)  # seconds before each new try to send what failed
+SEND_BATCH = 50  # NOTIFYs sent in one statement, at most
+OUTGOING_MAX = 10_000  # payloads waiting for the sender; more are not queued (see _overflow)
 
 
 class PostgresBroker(ListeningBroker):
@@ -53,23 +64,105 @@ class PostgresBroker(ListeningBroker):
         self.cleaned_at = None  # when this process last deleted old spilled events
         self.waiting = {}  # topic -> deque of payloads behind a spilled event being read
         self.readers = {}  # topic -> the greenlet reading that topic's spilled events
+        self.outgoing = deque()  # (topic, payload, text or None: spill) for the sender, in order
+        self.sender = None  # the greenlet sending ``outgoing``, while there is any
+        self.overflowed = 0  # messages not queued since ``outgoing`` was last empty
 
     # --- publishing ---
 
     def _send(self, topic, payload):
-        """NOTIFY ``payload``; too large, by reference (a seq) or through the spill table."""
-        if len(payload) + len(topic.encode("utf-8")) + 1 <= self.notify_max:
-            self._notify(f"{topic}\n{payload.decode('utf-8')}")
+        """Queue ``payload`` for the sender greenlet; send it now if this broker never started."""
+        item = (topic, payload, self._notify_text(topic, payload))
+        if self.listener is None:  # a script's broker: no hub loop to send later, and errors raise
+            self._send_items([item])
             return
+        if len(self.outgoing) >= OUTGOING_MAX:
+            self._overflow(item)
+            return
+        self.outgoing.append(item)
+        if self.sender is None:
+            self.sender = gevent.spawn(self._send_queued)
+
+    def _notify_text(self, topic, payload):
+        """Return the NOTIFY text for ``payload`` (by reference when large), or None: spill it."""
+        if len(payload) + len(topic.encode("utf-8")) + 1 <= self.notify_max:
+            return f"{topic}\n{payload.decode('utf-8')}"
         header = json.loads(payload.partition(b"\n")[0])
         if header.get("seq") is not None:  # receivers read the message from the database
-            self._notify(f"{topic}\n" + json.dumps({**header, "by_ref": True}, separators=(",", ":")) + "\n")
-            return
-        self._spill(topic, payload)
+            return f"{topic}\n" + json.dumps({**header, "by_ref": True}, separators=(",", ":")) + "\n"
+        return None
 
-    def _notify(self, text):
+    def _send_items(self, items):
+        """Send ``items`` in order: NOTIFYs in one statement, or one spilled event."""
+        topic, payload, text = items[0]
+        if text is None:
+            self._spill(topic, payload)  # alone: _next_batch never adds one to a batch
+        else:
+            self._notify(*[text for _, _, text in items])
+
+    def _next_batch(self):
+        """Take the next items to send from ``outgoing``: a spill alone, or up to SEND_BATCH NOTIFYs."""
+        batch = [self.outgoing.popleft()]
+        while (batch[0][2] is not None and self.outgoing and len(batch) < SEND_BATCH
+               and self.outgoing[0][2] is not None):
+            batch.append(self.outgoing.popleft())
+        return batch
+
+    def _send_queued(self):
+        """Send ``outgoing`` until it is empty; retry what failed with backoff (SEND_DELAYS)."""
+        failures = 0
+        try:
+            while self.outgoing:
+                batch = self._next_batch()
+                try:
+                    self._send_items(batch)
+                except Exception as error:  # the database is away, or the pool is busy
+                    failures += 1
+                    retry = self._failed(batch, error, failures)
+                    self.outgoing.extendleft(reversed(retry))
+                    if retry:
+                        self.sleep(SEND_DELAYS[failures - 1])
+                    elif failures > len(SEND_DELAYS):
+                        failures = 0  # gave up: the next failure starts over with retries
+                    continue
+                if failures:
+                    self.log.info("published again what had failed")
+                    failures = 0
+            self.overflowed = 0
+        finally:
+            self.sender = None
+
+    def _failed(self, batch, error, failures):
+        """Deal with a batch that failed; return the items to try again (messages only)."""
+        if failures == 1:
+            self.log.warning("publishing on %s failed (%s); retrying with backoff", self.channel, error)
+        retry = []
+        for item in batch:
+            if _seq(item[1]) is None:  # typing, presence, a notice: its own worker hears it
+                self.deliver(item[0], item[1])
+            elif failures <= len(SEND_DELAYS):
+                retry.append(item)
+        if len(retry) < len(batch) and failures > len(SEND_DELAYS):
+            self.log.warning("gave up publishing %s messages again; other workers read them "
+                             "from the database", len(batch) - len(retry))
+        return retry
+
+    def _overflow(self, item):
+        """A payload beyond OUTGOING_MAX: no seq, delivered here only; a message, left to the checks."""
+        topic, payload, _ = item
+        if _seq(payload) is None:
+            self.deliver(topic, payload)
+            return
+        self.overflowed += 1
+        if self.overflowed % 1000 == 1:  # one line per thousand, not a flood during an outage
+            self.log.warning("%s payloads wait to be published: %s messages left to the other "
+                             "workers' cursor checks", len(self.outgoing), self.overflowed)
+
+    def _notify(self, *texts):
+        """NOTIFY each of ``texts``, in order, in one statement (one transaction)."""
         with db_work(), connection.cursor() as cursor:
-            cursor.execute("SELECT pg_notify(%s, %s)", [self.channel, text])
+            cursor.execute("SELECT " + ", ".join(["pg_notify(%s, %s)"] * len(texts)),
+                           [value for text in texts for value in (self.channel, text)])
 
     def _spill(self, topic, payload):
         # One statement: the row and its NOTIFY commit together, and the NOTIFY is delivered
@@ -163,5 +256,15 @@ class PostgresBroker(ListeningBroker):
             return bytes(row[0])
 
     def stop(self):
+        if self.sender is not None:
+            self.sender.join(timeout=2)  # what is queued goes out, unless it is failing
         super().stop()
-        gevent.killall(list(self.readers.values()), block=True, timeout=5)
+        gevent.killall([g for g in (self.sender, *self.readers.values()) if g], block=True, timeout=5)
+
+
+def _seq(payload):
+    """Return the seq in a payload's header, or None (also for a header that is not JSON)."""
+    try:
+        return json.loads(bytes(payload).partition(b"\n")[0]).get("seq")
+    except (ValueError, AttributeError):
+        return None
