@@ -135,6 +135,28 @@ class Client:
             self.sockets.append(self._open(self.cookies[len(self.sockets) % ACCOUNTS]))
         return time.monotonic() - began
 
+    def drain(self, quiet=0.5, most=60):
+        """Read what the server sent the idle sockets (presence) until ``quiet`` s bring nothing.
+
+        A real client reads its frames: left unread they would sit in the server's outboxes
+        and be counted as the sockets' cost.
+        """
+        deadline = time.monotonic() + most
+        while time.monotonic() < deadline:
+            got = 0
+            for sock, _ in self.sockets:
+                sock.setblocking(False)
+                try:
+                    while data := sock.recv(1 << 20):
+                        got += len(data)
+                except BlockingIOError:
+                    pass
+                finally:
+                    sock.settimeout(30)
+            if not got:
+                return
+            time.sleep(quiet)
+
     def memory(self, action, **fields):
         self._send(self.probe, {"type": "_memory", "action": action, "ref": action, **fields})
         return self._wait(self.probe, "_memory", timeout=120)
@@ -155,6 +177,7 @@ class Client:
                         return event
                     if event.get("type") == "error":
                         raise RuntimeError(f"the server answered {event}")
+            sock.settimeout(max(0.01, deadline - time.monotonic()))
             data = sock.recv(1 << 20)
             if not data:
                 raise RuntimeError(f"the server closed the socket before {kind!r}")
@@ -183,6 +206,7 @@ def rss_pass(client, worker, count):
     before, rss0 = client.memory("count"), rss_kib(worker)
     seconds = client.open_many(count)
     time.sleep(SETTLE)
+    client.drain()
     after, rss1 = client.memory("count"), rss_kib(worker)
     return {"sockets": count, "open_seconds": round(seconds, 1),
             "rss_bytes_per_socket": round((rss1 - rss0) * 1024 / count),
@@ -197,6 +221,7 @@ def traced_pass(client, count):
     first = client.memory("snapshot")
     client.open_many(count)
     time.sleep(SETTLE)
+    client.drain()
     last = client.memory("snapshot")
     client.memory("stop")
     snapshots = [_load(first["path"]), _load(last["path"])]
@@ -294,6 +319,7 @@ def main():
         worker = proc_stats.tree(server.proc.pid)[1]
         client = Client(server)
         client.open_many(20)  # the room, its cursor and the caches exist before anything is measured
+        client.drain()
         result = {"rss": rss_pass(client, worker, args.sockets), "traced": traced_pass(client, args.sockets)}
         client.close()
     finally:
