@@ -68,6 +68,23 @@ def soak(record):
           f"socket open: {record['rss_growth_after_warmup']:.2%}; hub blocks reported: {record['hub_blocks']}.")
 
 
+def s4(record):
+    print("| server | replaced by | sockets | all back and resumed (s) | away p50 / p99 (s) | lost | "
+          "duplicated | closes | 503s | hub blocks | page p50 / max (ms) | page failures | DB connections max |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |")
+    for row in record["rows"]:
+        closes = ", ".join(f"{code}: {n:,}" for code, n in sorted(row["closes"].items()))
+        away = f"{_seconds(row['away_p50_ms'])} / {_seconds(row['away_p99_ms'])}"
+        print(f"| {NAMES[row['server']]} | {row['mode']} | {row['sockets']:,} | {_dash(row['recovered_s'])} | "
+              f"{away} | {row['lost']} | {row['duplicates']} | {closes} | {row['busy_503']} | "
+              f"{_dash(row['hub_blocks'])} | {_dash(row['page_p50_ms'])} / {_dash(row['page_max_ms'])} | "
+              f"{row['page_failures']} of {row['page_probes']} | {_dash(row['db_connections_max'])} |")
+
+
+def _seconds(ms):
+    return "-" if ms is None else f"{ms / 1000:.1f}"
+
+
 def _cell(steps, rate, key):
     return _dash(steps[rate].get(key)) if rate in steps else "-"
 
@@ -77,7 +94,7 @@ def _dash(value):
 
 
 def main():
-    for name, render in (("s1", s1), ("s2", s2), ("s3", s3), ("soak", soak)):
+    for name, render in (("s1", s1), ("s2", s2), ("s3", s3), ("s4", s4), ("soak", soak)):
         record = load(name)
         if record is None:
             print(f"({name}: no results yet)\n", file=sys.stderr)

@@ -81,6 +81,9 @@ class ConnectionPool:
     def _give_back(self, wrapper):
         """Put ``wrapper`` back, or an empty slot in its place (a new connection on next use)."""
         keep = False
+        # Closed after a database error: the server ended it (a restart, a failover), and
+        # likely every idle one too. Those are closed now rather than failing a user's work each.
+        lost = wrapper.errors_occurred and wrapper.connection is not None and wrapper.connection.closed
         try:
             keep = self._reusable(wrapper)
         finally:  # even when killed during the check: the pool never loses a slot
@@ -88,6 +91,11 @@ class ConnectionPool:
                 self._discard(wrapper)
                 wrapper = None
             self.idle.put(wrapper)
+        if lost:
+            idle = self.close()
+            if idle:
+                logger.warning("the database closed a pooled connection: %s idle ones closed too "
+                               "(each reconnects on its next use)", idle)
 
     def _reusable(self, wrapper):
         """Tell whether the next borrower may have ``wrapper`` as it is.
@@ -123,12 +131,15 @@ class ConnectionPool:
             logger.info("closing a discarded database connection failed: %s", error)
 
     def close(self):
-        """Close the connections that are idle now."""
+        """Close the connections that are idle now; return how many were open."""
         idle = [self.idle.get_nowait() for _ in range(self.idle.qsize())]
+        closed = 0
         for wrapper in idle:
             if wrapper is not None:
-                wrapper.close()
+                self._discard(wrapper)
+                closed += 1
             self.idle.put(None)
+        return closed
 
 
 def use_connections(pool):

@@ -4,7 +4,10 @@ Each hook takes the socket session and the parsed frame, like the handlers in ch
 """
 import gc
 import os
+import tempfile
 import time
+import tracemalloc
+from collections import Counter
 
 import greenlet
 from django.db import connection
@@ -45,10 +48,51 @@ def test_census(session, frame):
     """
     gc.collect()
     objects = gc.get_objects()
-    alive = sum(1 for o in objects if isinstance(o, greenlet.greenlet) and not o.dead)
-    requests = sum(1 for o in objects if isinstance(o, HttpRequest))
+    # By type(): isinstance() reads __class__, which evaluates Django's lazy objects.
+    alive = sum(1 for o in objects if issubclass(type(o), greenlet.greenlet) and not o.dead)
+    requests = sum(1 for o in objects if issubclass(type(o), HttpRequest))
     session.send(event("_census", frame.ref, pid=os.getpid(), greenlets=alive,
                        sessions=len(session.hub.sessions), requests=requests))
+
+
+def test_memory(session, frame):
+    """Test hook: tracemalloc and object counts for bench/socket_cost.py (stalls the hub).
+
+    ``action``: ``count`` (after a collection: greenlets by function, objects by type),
+    ``start`` (tracing, ``frames`` deep), ``snapshot`` (dumped to a file of the worker's temp
+    directory, its path returned) or ``stop``.
+    """
+    action = frame.fields.get("action")
+    if action not in ("count", "start", "snapshot", "stop"):
+        raise BadRequest("action must be count, start, snapshot or stop", frame.ref)
+    if action == "stop":
+        tracemalloc.stop()
+    gc.collect()
+    objects = gc.get_objects()
+    # By type(), at C speed: isinstance() reads __class__, which evaluates Django's lazy objects.
+    by_type = Counter(map(type, objects))
+    kinds = {kind for kind in by_type if issubclass(kind, greenlet.greenlet)}
+    runs = Counter(_run_name(o) for o in objects if type(o) in kinds and not o.dead)
+    del objects  # a list of every object: not in the snapshot
+    types = Counter()
+    for kind, count in by_type.items():
+        types[f"{kind.__module__}.{kind.__qualname__}"] += count
+    fields = {"pid": os.getpid(), "sessions": len(session.hub.sessions),
+              "greenlets": sum(runs.values()), "greenlet_runs": dict(runs),
+              "types": dict(types.most_common(300))}
+    if action == "start":  # after the census: its own allocations are not traced
+        tracemalloc.start(frame.integer("frames", 1, minimum=1, maximum=100))
+    elif action == "snapshot":
+        handle, path = tempfile.mkstemp(prefix="chat-tracemalloc-", suffix=".pickle")
+        os.close(handle)
+        tracemalloc.take_snapshot().dump(path)
+        fields.update(path=path, traced=tracemalloc.get_traced_memory()[0])
+    session.send(event("_memory", frame.ref, **fields))
+
+
+def _run_name(green):
+    run = getattr(green, "_run", None) or getattr(green, "run", None)
+    return getattr(run, "__qualname__", type(green).__qualname__)
 
 
 def _seconds(frame):
@@ -79,4 +123,4 @@ def test_fail_publishes(session, frame):
 
 
 HOOKS = {"_sleep": test_sleep, "_spin": test_spin, "_worker": test_worker, "_census": test_census,
-         "_fail_publishes": test_fail_publishes}
+         "_fail_publishes": test_fail_publishes, "_memory": test_memory}

@@ -3,6 +3,8 @@ import threading
 import time
 
 import gevent
+import gevent.event
+import psycopg2
 import pytest
 from django.contrib.auth.hashers import check_password, make_password
 from django.db import DatabaseError, connection, connections
@@ -65,6 +67,39 @@ def test_a_killed_connection_is_replaced(two_slots):
         except DatabaseError:
             pids.append("failed")  # the first use of the dead connection fails once
     assert pids[-1] not in ("failed", doomed)
+
+
+def test_a_connection_the_server_ended_closes_the_idle_ones_too(two_slots, caplog):
+    """After a restart every pooled connection is dead: one failure, not one per connection."""
+    caplog.set_level("WARNING", logger="chat.db")
+    held = gevent.event.Event()
+    done = gevent.event.Event()
+
+    def hold_second():
+        with db.db_work():
+            pids.append(backend_pid())
+            held.set()
+            done.wait(10)
+
+    pids = []
+    with db.db_work():
+        pids.append(backend_pid())
+        holder = gevent.spawn(hold_second)
+        assert held.wait(10)
+    done.set()
+    holder.join(10)  # both connections open and idle now
+    outside = psycopg2.connect(**connection.get_connection_params())  # not one of the pool's
+    with outside, outside.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", [pids])
+    outside.close()
+    with pytest.raises(DatabaseError):  # as after a restart: the server ended both
+        with db.db_work():
+            backend_pid()
+    with db.db_work():
+        assert backend_pid() not in pids  # not the other dead one: it was closed at once
+    assert [r.getMessage() for r in caplog.records if "idle ones" in r.getMessage()] == [
+        "the database closed a pooled connection: 1 idle ones closed too (each reconnects on its "
+        "next use)"]
 
 
 def slow_query_on_a_pooled_connection(started):
