@@ -69,14 +69,17 @@ def soak(record):
 
 
 def s4(record):
-    print("| server | replaced by | sockets | all back and resumed (s) | away p50 / p99 (s) | lost | "
-          "duplicated | closes | 503s | hub blocks | page p50 / max (ms) | page failures | DB connections max |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |")
+    print("| server | replaced by | sockets | all back and resumed (s) | away p50 / p99 (s) | lost seqs | "
+          "duplicated | deliveries never received | closes | 503s | hub blocks | page p50 / max (ms) | "
+          "page failures | DB connections max |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |")
     for row in record["rows"]:
         closes = ", ".join(f"{code}: {n:,}" for code, n in sorted(row["closes"].items()))
         away = f"{_seconds(row['away_p50_ms'])} / {_seconds(row['away_p99_ms'])}"
         print(f"| {NAMES[row['server']]} | {row['mode']} | {row['sockets']:,} | {_dash(row['recovered_s'])} | "
-              f"{away} | {row['lost']} | {row['duplicates']} | {closes} | {row['busy_503']} | "
+              # A server without storage starts its seqs again: per-seq counts mean nothing then.
+              f"{away} | {'n/a' if row['seq_resets'] else row['lost']} | {row['duplicates']} | "
+              f"{row['undelivered']:,} | {closes} | {row['busy_503']} | "
               f"{_dash(row['hub_blocks'])} | {_dash(row['page_p50_ms'])} / {_dash(row['page_max_ms'])} | "
               f"{row['page_failures']} of {row['page_probes']} | {_dash(row['db_connections_max'])} |")
 
