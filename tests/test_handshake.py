@@ -105,3 +105,15 @@ def test_a_session_logged_out_opens_no_socket_though_a_worker_remembered_it(clus
     gevent.joinall(again, timeout=10, raise_error=True)
     for ws in (g.value for g in again):
         assert close_reason(ws, timeout=5) == (4401, "authentication required")
+
+
+def test_a_handshake_that_finds_the_database_busy_is_closed_with_1013(start_server, make_users):
+    busy = start_server(CHAT_DB_CONCURRENCY="1", CHAT_DB_WAIT_TIMEOUT="0.5",
+                        CHAT_SESSION_CACHE_TTL="0")
+    (_, sleeper_key), (_, late_key) = make_users(2, prefix="dbbusy")
+    sleeper = connect(busy, sleeper_key)
+    send(sleeper, type="_sleep", seconds=3, ref="s")  # holds the one pooled connection
+    gevent.sleep(0.3)
+    late = connect(busy, late_key)
+    assert close_reason(late, timeout=5) == (1013, "the server is busy: try again later")
+    assert receive_type(sleeper, "_slept", timeout=10)["ref"] == "s"
