@@ -543,3 +543,25 @@ def test_the_log_keeps_the_readers_place_when_it_drops_the_oldest(server, open_p
     """)
     assert result["reading"] == 101 and result["moved"] < 1
     assert (result["atEnd"], result["count"], result["first"]) == (251, 50, "251")
+
+
+def test_a_restarting_server_s_reconnect_hint_is_waited_before_coming_back(
+        open_page, make_users, make_room):
+    page, fake, room, _ = fake_page(open_page, make_users, make_room)
+
+    def behave(index, ws, frame):
+        fake.answer_join(index, ws, frame)
+        if frame["type"] == "join" and index == 0:
+            fake.reply(ws, type="reconnect", after=3)  # as a draining worker does, before 1001
+
+    fake.behave = behave
+    page.open_room(room)
+    wait_for(page, lambda: fake.sent("join"))
+    page.page.wait_for_timeout(200)  # the hint is in the page before the close (Playwright
+    fake.sockets[0].close(code=1001, reason="server going away")  # may reorder the two)
+    closed_at = time.monotonic()
+    page.page.wait_for_timeout(2500)  # without the hint the first retry waits 0.25-0.5 s
+    assert len(fake.sockets) == 1, "the page came back before the server's delay"
+    wait_for(page, lambda: len(fake.sent("join")) == 2, timeout_ms=6000)
+    assert 3.0 <= time.monotonic() - closed_at <= 6.0
+    page.online()
