@@ -1,6 +1,4 @@
 """The /ws/ endpoint: an ordinary Django view behind the usual middleware."""
-import logging
-
 from django.conf import settings
 from django.http import HttpResponse
 from django.views.decorators.http import require_GET
@@ -9,8 +7,6 @@ from chat import runtime
 from chat.errors import ServerBusy
 from chat.ratelimit import Budgets
 from chat.sockets import SocketSession
-
-logger = logging.getLogger(__name__)
 
 #: The environ key under which the view leaves the socket session for the worker to run.
 SOCKET_SESSION = "chat.socket_session"

@@ -107,18 +107,31 @@ class Hub:
             return lambda: ()
         return lambda: self.presence_store.present([slug])[slug]
 
-    def _load_roster(self, room, again=False):
+    def _load_roster(self, room):
         try:
-            room.roster.load(self._present_reader(room.slug), again=again)
+            room.roster.load(self._present_reader(room.slug))
         except Exception:
             logger.exception("could not read who is in %s; the next join or heartbeat will",
                              room.slug)
 
     def refresh_rosters(self):
-        """Read again who is in each room held here: heals what lost events left wrong."""
-        for room in list(self.rooms.values()):
-            if room.roster.loaded and self.rooms.get(room.slug) is room:
-                self._load_roster(room, again=True)
+        """Read again who is in every room held here, in one query: heals what lost events
+        left wrong. A roster being read by a join meanwhile is left to that read."""
+        rooms = [room for room in list(self.rooms.values())
+                 if room.roster.loaded and not room.roster.lock.locked()]
+        if not rooms or self.presence_store is None:
+            return
+        for room in rooms:
+            room.roster.begin()
+        try:
+            found = self.presence_store.present([room.slug for room in rooms])
+        except Exception:
+            for room in rooms:
+                room.roster.pending = None
+            logger.exception("could not read who is in %s rooms; the next heartbeat will", len(rooms))
+            return
+        for room in rooms:
+            room.roster.finish(found.get(room.slug, ()))
 
     def detach(self, session, slug):
         """Unsubscribe ``session``; the tracker ends its presence if it was counted."""

@@ -25,23 +25,31 @@ class Roster:
     def __len__(self):
         return len(self.names)
 
-    def load(self, read, again=False):
-        """Read the room's names with ``read()`` unless loaded (``again``: read anyway)."""
+    def load(self, read):
+        """Read the room's names with ``read()`` unless loaded (the heartbeat reads again)."""
         with self.lock:
-            if self.loaded and not again:
+            if self.loaded:
                 return
-            self.pending = []
+            self.begin()
             try:
-                names = set(read())
+                names = read()
             except BaseException:
                 self.pending = None
                 raise
-            pending, self.pending = self.pending, None
-            names |= {name for name in self.names if self.holds(name)}
-            self.names = sorted(names)
-            for joined, left in pending:
-                self._apply(joined, left)
-            self.loaded = True
+            self.finish(names)
+
+    def begin(self):
+        """Start a read: the events arriving until ``finish`` are applied again after it."""
+        self.pending = []
+
+    def finish(self, names):
+        """End a read that found ``names`` present (``begin`` came first)."""
+        pending, self.pending = self.pending or [], None
+        names = set(names) | {name for name in self.names if self.holds(name)}
+        self.names = sorted(names)
+        for joined, left in pending:
+            self._apply(joined, left)
+        self.loaded = True
 
     def apply(self, joined, left):
         """Apply a ``presence`` event (ignored before the first read begins)."""

@@ -147,7 +147,7 @@ class ChatHandler(WebSocketHandler, PyWSGIHandler):
         try:
             return super().run_application()
         finally:
-            ticket()  # a handshake that ended before its socket was registered frees its slot
+            ticket()  # a socket that ended before its first joined frees its slot (idempotent)
 
     def run_websocket(self):
         """Run the application for an upgraded socket, then the socket session it set up.

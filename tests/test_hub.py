@@ -500,3 +500,32 @@ def test_a_quiet_rooms_last_message_reaches_every_worker_when_its_publish_is_los
     fail_publishes(sender, 0)
     sender.close()
     reader.close()
+
+
+class PresentStore:
+    """Who is present, by room; counts the reads."""
+
+    def __init__(self, names):
+        self.names, self.reads = names, []
+        self.during = lambda: None  # what happens while the read is in the database
+
+    def present(self, slugs):
+        self.reads.append(sorted(slugs))
+        self.during()
+        return {slug: set(self.names.get(slug, ())) for slug in slugs}
+
+
+def test_the_heartbeat_reads_every_held_room_s_roster_in_one_query():
+    store = PresentStore({"a": {"ann"}, "b": {"bob"}})
+    hub = Hub(MemoryBroker(), fetch=rooms.messages_between, presence_store=None,
+              tracker_class=FakeTracker)
+    hub.presence_store = store
+    for slug in ("a", "b"):
+        hub.attach(Recorder("x"), slug)
+    gevent.sleep(0.01)  # each room's first read, at attach
+    store.names = {"a": {"ann", "cy"}, "b": set()}
+    store.during = lambda: hub.rooms["a"].roster.apply(["dee"], [])  # kept: newer than the read
+    hub.refresh_rosters()
+    assert store.reads[-1] == ["a", "b"] and len(store.reads) == 3
+    assert hub.rooms["a"].roster.page() == (["ann", "cy", "dee"], False)
+    assert hub.rooms["b"].roster.page() == ([], False)
