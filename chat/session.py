@@ -57,6 +57,7 @@ class ClientSession:
     """One client's protocol state; subclasses move the outbox's frames to the client."""
 
     kind = "connection"  # the word its log lines start with
+    log = logger  # its transport's logger, which its open and close lines go to
 
     def __init__(self, user, *, hub, limiter, authority, session_key, budgets,
                  clock=time.monotonic):
@@ -85,11 +86,11 @@ class ClientSession:
     def open(self, expires_at=None):
         """Register with the authority and the hub; False when the account has too many."""
         if not self.authority.admit(self):
-            logger.info("%s refused conn=%s user=%s: over %s sockets for this user", self.kind,
+            self.log.info("%s refused conn=%s user=%s: over %s sockets for this user", self.kind,
                         self.conn_id, self.username, self.authority.per_user)
             return False
         self.opened_at = self.clock()
-        logger.info("%s opened conn=%s user=%s", self.kind, self.conn_id, self.username)
+        self.log.info("%s opened conn=%s user=%s", self.kind, self.conn_id, self.username)
         metrics.OPEN_SOCKETS.inc()
         self.hub.sessions.add(self)
         self.authority.watch_expiry(self, expires_at)
@@ -104,7 +105,7 @@ class ClientSession:
         for slug in list(self.rooms):
             self.unsubscribe(slug)
         self.settled()
-        logger.info("%s closed conn=%s user=%s rooms=%d duration=%.1fs code=%s", self.kind,
+        self.log.info("%s closed conn=%s user=%s rooms=%d duration=%.1fs code=%s", self.kind,
                     self.conn_id, self.username, rooms, self.clock() - self.opened_at, code)
 
     def refused(self):

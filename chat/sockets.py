@@ -34,6 +34,7 @@ class SocketSession(ClientSession):
     """Serve one authenticated WebSocket until it closes."""
 
     kind = "socket"
+    log = logger
 
     def __init__(self, ws, user, *, hub, limiter, authority, session_key, budgets,
                  ping_interval, idle_timeout, close_timeout=5.0, clock=time.monotonic):
