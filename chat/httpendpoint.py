@@ -52,10 +52,10 @@ def http_transport(request):
         body = parse_body(request)
         session_key = request.COOKIES.get(settings.SESSION_COOKIE_NAME)
         stream = find_or_start(body, session_key)
-        if not stream.requests.take():
+        if body["frames"] and not stream.requests.take():  # bare polls are paced instead
             raise Refusal(429, {"error": {"code": "rate_limited", "detail": (
                 f"slow down: at most {settings.CHAT_HTTP_REQUEST_RATE:g} requests a second "
-                f"on one stream")}}, retry_after=1)
+                f"with frames on one stream")}}, retry_after=1)
         try:
             data = stream.exchange(body["frames"], body["ack"], body["wait"],
                                    settings.CHAT_HTTP_POLL_TIMEOUT)
@@ -87,6 +87,7 @@ def find_or_start(body, session_key):
     if not callable(ticket):
         raise closed(503, 1013, BUSY, retry_after=ticket)
     stream = HttpStream(user, body["client"], linger=settings.CHAT_HTTP_LINGER,
+                        min_interval=settings.CHAT_HTTP_MIN_INTERVAL,
                         request_rate=settings.CHAT_HTTP_REQUEST_RATE,
                         request_burst=settings.CHAT_HTTP_REQUEST_BURST, registry=streams,
                         hub=runtime.hub(), limiter=runtime.limiter(),
@@ -124,7 +125,7 @@ def parse_body(request):
     ack = data.get("ack", 0)
     if type(ack) is not int or ack < 0:
         raise bad_request("ack must be the n of the last response applied (0 before any)")
-    wait = data.get("wait", True)
+    wait = data.get("wait", False)
     if not isinstance(wait, bool):
         raise bad_request("wait must be true or false")
     return {"client": client, "stream": stream, "ack": ack, "wait": wait,

@@ -36,11 +36,13 @@ class HttpStream(ClientSession):
     kind = "stream"
     log = logger
 
-    def __init__(self, user, client_id, *, linger, request_rate, request_burst, registry,
-                 **session):
+    def __init__(self, user, client_id, *, linger, min_interval, request_rate, request_burst,
+                 registry, **session):
         super().__init__(user, **session)
         self.client_id = client_id
         self.linger = linger
+        self.min_interval = min_interval
+        self.responded_at = float("-inf")
         self.registry = registry
         self.requests = TokenBucket(request_rate, request_burst, self.clock)
         self.n = 0  # responses of this stream that carried events
@@ -81,9 +83,13 @@ class HttpStream(ClientSession):
             for frame in frames:
                 self.handle_frame(frame)
             if wait and not resend:
-                self._wait(token, timeout)
+                # A bare poll is answered at most once per ``min_interval``: a client in a busy
+                # room gets the events of that interval together. Replies to frames go at once.
+                paced = self.responded_at + self.min_interval if not frames else 0.0
+                self._wait(token, timeout, paced)
             if self._consumer is not token:
                 raise Superseded
+            self.responded_at = self.clock()
             return self._respond(resend)
         finally:
             if self._consumer is token:
@@ -98,10 +104,18 @@ class HttpStream(ClientSession):
             self._linger_timer.close()
             self._linger_timer = None
 
-    def _wait(self, token, timeout):
+    def _wait(self, token, timeout, not_before):
+        """Wait for an event (or a close) up to ``timeout``, then until ``not_before``."""
         deadline = self.clock() + timeout
         while self._consumer is token and not self.outbox.frames and self.outbox.closing is None:
             remaining = deadline - self.clock()
+            if remaining <= 0:
+                return
+            self._wake = Event()
+            self._wake.wait(remaining)
+        # Paced: what arrives meanwhile goes in this response, not in one request per event.
+        while self._consumer is token and self.outbox.closing is None:
+            remaining = min(not_before, deadline) - self.clock()
             if remaining <= 0:
                 return
             self._wake = Event()

@@ -196,6 +196,8 @@ LOGGING = {
 # --- The chat server's own settings (README.md, "Configuration") ---
 # Extra origins allowed to open /ws/ besides the page's own host (PROTOCOL.md, Connection).
 CHAT_ALLOWED_ORIGINS = env_list("CHAT_ALLOWED_ORIGINS")
+# An origin that may open /ws/ may post to /http/ too (Django's CSRF check reads this list).
+CSRF_TRUSTED_ORIGINS += [o for o in CHAT_ALLOWED_ORIGINS if o not in CSRF_TRUSTED_ORIGINS]
 CHAT_WS_PATH = "/ws/"
 # The HTTP long-poll transport (docs/protocol.md, section 7; chat/longpoll.py).
 CHAT_HTTP_PATH = "/http/"
@@ -203,7 +205,9 @@ CHAT_HTTP_PATH = "/http/"
 CHAT_HTTP_POLL_TIMEOUT = env_number("CHAT_HTTP_POLL_TIMEOUT", 25.0, float)
 # Seconds a stream lives without a request before it ends (its presence too).
 CHAT_HTTP_LINGER = env_number("CHAT_HTTP_LINGER", 15.0, float)
-# Requests a second one stream may make (bursts of CHAT_HTTP_REQUEST_BURST).
+# Seconds between two answers to a stream's bare polls: events of the interval go together.
+CHAT_HTTP_MIN_INTERVAL = env_number("CHAT_HTTP_MIN_INTERVAL", 0.05, float)
+# Requests with frames a second one stream may make (bursts of CHAT_HTTP_REQUEST_BURST).
 CHAT_HTTP_REQUEST_RATE = env_number("CHAT_HTTP_REQUEST_RATE", 10.0, float)
 CHAT_HTTP_REQUEST_BURST = env_number("CHAT_HTTP_REQUEST_BURST", 20)
 # The most client frames in one request, and the most bytes in its body.
