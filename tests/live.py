@@ -292,8 +292,11 @@ class Poller:
     new one, which the kernel may hand to any worker. ``rooms`` follows the events applied.
     """
 
-    def __init__(self, server, session_key, client=None, origin=None):
+    def __init__(self, server, session_key, client=None, origin=None, connect=None):
         self.server = server
+        # A new connection: to the server itself unless given (e.g. HTTPS through nginx).
+        self.connect = connect or (lambda timeout: http.client.HTTPConnection(
+            "127.0.0.1", server.port, timeout=timeout))
         self.session_key = session_key
         self.client = client or uuid.uuid4().hex
         self.origin = origin
@@ -306,7 +309,7 @@ class Poller:
         if fresh or self.conn is None:
             if self.conn is not None:
                 self.conn.close()
-            self.conn = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=timeout)
+            self.conn = self.connect(timeout)
         self.conn.timeout = timeout
         cookies = f"csrftoken={self.csrf}"
         if self.session_key:

@@ -22,7 +22,7 @@ import urllib.request
 import pytest
 import websocket
 
-from tests.live import BASE_DIR, free_port, join, receive, receive_type, send
+from tests.live import BASE_DIR, Poller, free_port, join, receive, receive_type, send
 
 MAX_FAILURES_PER_ADDRESS = 3
 PINGS = 200
@@ -293,3 +293,33 @@ def test_round_trip_through_tls_and_nginx_against_direct(proxy, upstreams, make_
     measurements["nginx: ping->pong median through TLS+nginx / direct to gunicorn, ms"] = (
         round(nginx_ms, 2), round(direct_ms, 2))
     assert nginx_ms < 50 and direct_ms < 50, (nginx_ms, direct_ms)
+
+
+def test_the_http_transport_through_buffering_nginx_and_two_hosts(proxy, upstreams, make_users, make_room):
+    """nginx buffers /http/ (``location /``) and picks a host per request: no stickiness needed."""
+    (_, http_key), (_, ws_key) = make_users(2, prefix="nginxpoll")
+    room = make_room()
+    poller = Poller(proxy, http_key, origin=proxy.url, connect=lambda timeout: http.client.HTTPSConnection(
+        "localhost", proxy.port, timeout=timeout, context=proxy.context))
+    poller.exchange({"type": "join", "room": room, "ref": "j"})
+    ws = wss(proxy, ws_key)
+    try:
+        join(ws, room)
+        bodies, seqs = [], []
+        for n in range(6):  # each request may reach either gunicorn: a new stream resumes
+            send(ws, type="send", room=room, body=f"to http {n}", ref=f"h{n}")
+            deadline = time.monotonic() + 10
+            while len(seqs) <= n and time.monotonic() < deadline:
+                for event in poller.exchange(wait=True, timeout=15)["events"]:
+                    if event["type"] == "joined":  # a new stream on the other host: resumed
+                        found = event["messages"]
+                    else:
+                        found = [event] if event["type"] == "message" else []
+                    seqs += [m["seq"] for m in found]
+                    bodies += [m["body"] for m in found]
+        assert (seqs, bodies) == (list(range(1, 7)), [f"to http {n}" for n in range(6)])
+        poller.exchange({"type": "send", "room": room, "body": "to ws", "ref": "w1"})
+        heard = [receive_type(ws, "message")["body"] for _ in range(7)]  # its own six first
+        assert heard[-1] == "to ws"
+    finally:
+        ws.close()
