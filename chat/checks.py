@@ -71,8 +71,16 @@ def check_chat_settings(app_configs, **kwargs):
              "CHAT_SOCKETS_PER_USER", "CHAT_REVALIDATE_INTERVAL", "CHAT_EVENT_MAX_BYTES",
              "CHAT_MAX_FRAGMENTS", "CHAT_CONTROL_FRAMES_PER_SECOND", "CHAT_HANDSHAKE_RATE",
              "CHAT_HANDSHAKE_BURST", "CHAT_HANDSHAKES_IN_FLIGHT", "CHAT_RETRY_AFTER_MAX",
-             "CHAT_DRAIN_RATE", "CHAT_PRESENCE_BATCH_MAX", "CHAT_PRESENCE_LIST_MAX"]
+             "CHAT_DRAIN_RATE", "CHAT_PRESENCE_BATCH_MAX", "CHAT_PRESENCE_LIST_MAX",
+             "CHAT_HTTP_POLL_TIMEOUT", "CHAT_HTTP_LINGER", "CHAT_HTTP_REQUEST_RATE",
+             "CHAT_HTTP_REQUEST_BURST", "CHAT_HTTP_FRAMES", "CHAT_HTTP_MAX_BODY"]
     errors = not_positive(names)
+    if settings.CHAT_HTTP_MAX_BODY < settings.CHAT_MAX_MESSAGE_BYTES + 1024:
+        errors.append(Error(
+            f"CHAT_HTTP_MAX_BODY ({settings.CHAT_HTTP_MAX_BODY}) is too small for one frame of "
+            f"CHAT_MAX_MESSAGE_BYTES ({settings.CHAT_MAX_MESSAGE_BYTES}) in a long-poll request.",
+            hint="Make CHAT_HTTP_MAX_BODY at least CHAT_MAX_MESSAGE_BYTES + 1024.",
+            id="chat.E040"))
     if settings.CHAT_REF_MAX_CHARS > 64:
         errors.append(Error("CHAT_REF_MAX_CHARS must be at most 64: Message.ref holds 64 characters.",
                             id="chat.E007"))

@@ -187,28 +187,33 @@ def close_object(code, reason):
 
 
 class Streams:
-    """This worker's streams by client id: at most one per client."""
+    """This worker's streams by user and client id: at most one per client.
+
+    Keyed by the user too: a client id seen by someone else cannot end another's stream.
+    """
 
     def __init__(self):
         self.by_client = {}
 
     def find(self, client_id, user_id, session_key, stream_id, ack):
         """Return the stream this request continues, or None (a new one must start)."""
-        stream = self.by_client.get(client_id)
+        stream = self.by_client.get((user_id, client_id))
         if stream is not None and stream.continues(user_id, session_key, stream_id, ack):
             return stream
         return None
 
     def add(self, stream):
         """Hold ``stream``; end the client's older stream here, which it stopped using."""
-        old = self.by_client.get(stream.client_id)
-        self.by_client[stream.client_id] = stream
+        key = (stream.user_id, stream.client_id)
+        old = self.by_client.get(key)
+        self.by_client[key] = stream
         if old is not None and old.ended is None:
             old.end(GONE, "replaced by a new stream")
 
     def discard(self, stream):
-        if self.by_client.get(stream.client_id) is stream:
-            del self.by_client[stream.client_id]
+        key = (stream.user_id, stream.client_id)
+        if self.by_client.get(key) is stream:
+            del self.by_client[key]
 
     def __len__(self):
         return len(self.by_client)

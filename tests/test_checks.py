@@ -42,12 +42,19 @@ def test_hashing_on_the_hub_is_reported():
     assert ids(checks.check_password_hashing(None)) == ["chat.E005"]
 
 
-@pytest.mark.parametrize("name", ["CHAT_DB_CONCURRENCY", "CHAT_IDLE_TIMEOUT"])
+@pytest.mark.parametrize("name", ["CHAT_DB_CONCURRENCY", "CHAT_IDLE_TIMEOUT", "CHAT_HTTP_LINGER"])
 def test_non_positive_numbers_are_reported(settings, name):
     setattr(settings, name, 0)
     errors = checks.check_chat_settings(None)
     assert ids(errors) == ["chat.E006"]
     assert errors[0].msg == f"{name} must be a positive number, not 0."
+
+
+def test_a_long_poll_body_too_small_for_one_frame_is_reported(settings):
+    settings.CHAT_HTTP_MAX_BODY = settings.CHAT_MAX_MESSAGE_BYTES
+    errors = checks.check_chat_settings(None)
+    assert ids(errors) == ["chat.E040"]
+    assert errors[0].hint == "Make CHAT_HTTP_MAX_BODY at least CHAT_MAX_MESSAGE_BYTES + 1024."
 
 
 def test_refs_longer_than_the_column_are_reported(settings):
