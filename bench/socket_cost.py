@@ -57,7 +57,7 @@ GROUPS = (
     ("chat/wsmends.py", "WebSocket object"),
     ("gevent/pywsgi.py", "pywsgi handler and its rfile"),
     ("chat/worker.py", "pywsgi handler and its rfile"),
-    ("chat/endpoint.py", "socket view (chat/endpoint.py)"),
+    ("chat/wsendpoint.py", "socket view (chat/wsendpoint.py)"),
     ("chat/sockets.py", "SocketSession"),
     ("chat/outbox.py", "Outbox"),
     ("chat/ratelimit.py", "token buckets"),

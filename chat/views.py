@@ -1,4 +1,4 @@
-"""Pages: the start page and the rooms (accounts: chat/accounts.py; /ws/: chat/endpoint.py)."""
+"""Pages: the start page and the rooms (accounts: chat/accounts.py; /ws/: chat/wsendpoint.py)."""
 import logging
 
 from django.conf import settings

@@ -131,7 +131,7 @@ class ChatHandler(WebSocketHandler, PyWSGIHandler):
     def run_websocket(self):
         """Run the application for an upgraded socket, then the socket session it set up.
 
-        The view (chat/endpoint.py) returns once the socket is set up; Django finishes the
+        The view (chat/wsendpoint.py) returns once the socket is set up; Django finishes the
         request (``request_finished`` closes its connections) and only then does the session
         run here, so the request, its session and its frames are not kept for the socket's
         life. Unlike 0.10.1, keep no registry of clients by address: with a Unix-socket bind
@@ -141,7 +141,7 @@ class ChatHandler(WebSocketHandler, PyWSGIHandler):
         """
         from django.db import connections  # not at import: the master imports us
 
-        from chat.endpoint import SOCKET_SESSION
+        from chat.wsendpoint import SOCKET_SESSION
 
         statuses = []
 

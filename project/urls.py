@@ -2,14 +2,14 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from chat import accounts, endpoint, health, httpendpoint, scrape, views
+from chat import accounts, health, httpendpoint, scrape, views, wsendpoint
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("rooms/", views.room_list, name="room_list"),
     path("rooms/new/", views.room_create, name="room_create"),  # before the slug route
     path("rooms/<slug:slug>/", views.room_detail, name="room_detail"),
-    path("ws/", endpoint.websocket, name="websocket"),
+    path("ws/", wsendpoint.websocket, name="websocket"),
     path("http/", httpendpoint.http_transport, name="http_transport"),
     path("accounts/signup/", accounts.signup, name="signup"),
     path("accounts/login/", accounts.ThrottledLoginView.as_view(), name="login"),  # before auth.urls

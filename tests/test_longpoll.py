@@ -5,7 +5,6 @@ These mirror the WebSocket's protocol tests: join, send and resend, order, resum
 ``POST /http/``.
 """
 import http.client
-import json
 import signal
 import time
 import uuid
