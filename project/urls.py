@@ -9,6 +9,7 @@ urlpatterns = [
     path("rooms/", views.room_list, name="room_list"),
     path("rooms/new/", views.room_create, name="room_create"),  # before the slug route
     path("rooms/<slug:slug>/", views.room_detail, name="room_detail"),
+    path("rooms/<slug:slug>/messages/", views.room_post, name="room_post"),  # the page's form
     path("ws/", endpoint.websocket, name="websocket"),
     path("accounts/signup/", accounts.signup, name="signup"),
     path("accounts/login/", accounts.ThrottledLoginView.as_view(), name="login"),  # before auth.urls
