@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 
 ROOM_PAGE_MESSAGES = 50
 ROOMS_LIMITED = "Too many rooms were created from your address. Try again later."
+POST_BUSY = "The server is busy. Your message was not sent; press Send again in a moment."
 
 
 @login_required
@@ -120,9 +121,6 @@ def room_post(request, slug):
         response["Retry-After"] = "1"
         return response
     return see_other(room, f"m{message.seq}")
-
-
-POST_BUSY = "The server is busy. Your message was not sent; press Send again in a moment."
 
 
 def _reusable(ref):

@@ -4,6 +4,7 @@ import re
 
 import pytest
 
+# Its fixtures too, used by name: one Chromium, pages that must end clean, ORM between calls.
 from tests.test_browser import PASSWORD, browser, make_room, make_users, open_page, orm  # noqa: F401
 
 try:

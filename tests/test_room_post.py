@@ -89,7 +89,7 @@ def test_a_posted_message_is_stored_and_the_303_leads_to_the_page_that_shows_it(
     assert response.headers["Location"] == f"/rooms/{room}/#m1"
     page = client.request(f"/rooms/{room}/")
     assert page.status == 200
-    assert f'id="m1" data-seq="1"' in page.text
+    assert 'id="m1" data-seq="1"' in page.text
     assert '<span class="body">hello without script</span>' in page.text
 
 
