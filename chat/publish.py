@@ -15,16 +15,19 @@ logger = logging.getLogger(__name__)
 _broker = None
 
 
-def publish(room, event):
-    """Send ``event`` (a dict with a ``type``) to every socket that joined ``room`` (a slug)."""
+def publish(room, event, seq=None):
+    """Send ``event`` (a dict with a ``type``) to every socket that joined ``room`` (a slug).
+
+    ``seq``: a stored message's, so that the rooms' cursors order it (chat/cursor.py).
+    """
     hub = runtime.current_hub()
     if hub is not None:
-        hub.publish(room, event)
+        hub.publish(room, event, seq=seq)
         return
     global _broker
     if _broker is None:
-        _broker = brokers.from_settings()
-    _broker.publish(room, Hub.payload(event))
+        _broker = brokers.from_settings()  # never started: it only publishes
+    _broker.publish(room, Hub.payload(event, seq))
 
 
 def announce(body, room=None):

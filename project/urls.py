@@ -9,6 +9,7 @@ urlpatterns = [
     path("rooms/", views.room_list, name="room_list"),
     path("rooms/new/", views.room_create, name="room_create"),  # before the slug route
     path("rooms/<slug:slug>/", views.room_detail, name="room_detail"),
+    path("rooms/<slug:slug>/messages/", views.room_post, name="room_post"),  # the page's form
     path("ws/", wsendpoint.websocket, name="websocket"),
     path("http/", httpendpoint.http_transport, name="http_transport"),
     path("accounts/signup/", accounts.signup, name="signup"),

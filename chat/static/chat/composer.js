@@ -11,6 +11,10 @@ export class Composer {
     this.onSend = onSend;
     this.onTyping = onTyping;
     this.lastTyping = 0;
+    // The page shows this hint only to the script: without it, Enter starts a new line.
+    const hint = form.querySelector("#composer-hint");
+    hint.hidden = false;
+    this.field.setAttribute("aria-describedby", hint.id);
     form.addEventListener("submit", (event) => {
       event.preventDefault();
       this.submit();
