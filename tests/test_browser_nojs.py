@@ -52,6 +52,7 @@ def test_without_javascript_the_page_reads_and_posts_and_a_live_page_sees_it(
     assert plain.bodies() == older
     expect(plain.page.locator("#composer-nojs")).to_have_text(NOJS_NOTE)
     expect(plain.page.locator("#composer-hint")).to_be_hidden()  # "Enter sends" is the script's
+    expect(plain.page.locator(".status")).to_be_hidden()  # "Connecting…" would never change
     live = open_page(live_key)
     live.open_room(room)
 
