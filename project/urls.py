@@ -1,4 +1,5 @@
 """URLconf: pages, rooms, the accounts views and the /ws/ and /http/ endpoints."""
+from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 
@@ -10,8 +11,8 @@ urlpatterns = [
     path("rooms/new/", views.room_create, name="room_create"),  # before the slug route
     path("rooms/<slug:slug>/", views.room_detail, name="room_detail"),
     path("rooms/<slug:slug>/messages/", views.room_post, name="room_post"),  # the page's form
-    path("ws/", wsendpoint.websocket, name="websocket"),
-    path("http/", httpendpoint.http_transport, name="http_transport"),
+    path(settings.CHAT_WS_PATH.lstrip("/"), wsendpoint.websocket, name="websocket"),
+    path(settings.CHAT_HTTP_PATH.lstrip("/"), httpendpoint.http_transport, name="http_transport"),
     path("accounts/signup/", accounts.signup, name="signup"),
     path("accounts/login/", accounts.ThrottledLoginView.as_view(), name="login"),  # before auth.urls
     path("accounts/", include("django.contrib.auth.urls")),
