@@ -122,14 +122,20 @@ class HttpStream(ClientSession):
             self._wake.wait(remaining)
 
     def _respond(self, resend):
-        """Take the outbox as this response's events; end the stream after a close."""
-        new = [frame_payload(frame) for frame in self.outbox.take_all()]
-        events = resend + new
-        if new:
-            if not resend:
+        """Take the outbox as this response's events; end the stream after a close.
+
+        A resend goes alone, under the same ``n``: had new events joined it, an older request
+        arriving after the newest (two connections race) would answer ``n`` with events the
+        client never applies, and then acks.
+        """
+        if resend:
+            events = resend
+        else:
+            events = [frame_payload(frame) for frame in self.outbox.take_all()]
+            if events:
                 self.n += 1
-            self.unacked = events
-        closing = self.outbox.closing
+                self.unacked = events
+        closing = self.outbox.closing if not self.outbox.frames else None
         if closing is not None:
             self.end(*closing)
         return response_body(self.conn_id, self.n, events, closing)
