@@ -45,6 +45,7 @@ class HttpUser(VirtualUser):
         self.failures = 0  # failed requests in a row, for the backoff
         self.refused = None  # a refusal before the first `joined` (raised by ``open``)
         self.closed_at = None  # when the last close came, while coming back from it
+        self.contents = {}  # (stream, n) -> events in the answers seen under it, stale ones too
 
     def open(self, timeout):
         """Start a stream and join; raise when that fails or takes longer than ``timeout``."""
@@ -91,6 +92,7 @@ class HttpUser(VirtualUser):
             answer = json.loads(response.body) if response.status == 200 else None
             if answer is not None:
                 conn.stream = answer["stream"]  # that connection reaches this stream's worker
+                self.check_n(answer)
             if gen != self.gen:  # a newer request went out: its answer is the one that counts
                 self.tally.http["stale"] += 1
                 if answer is None:  # refused before its frames were handled
@@ -147,6 +149,7 @@ class HttpUser(VirtualUser):
             return self.on_refusal(response, frames)
         self.failures = 0
         if answer.get("superseded"):  # an older request reached the server after this one
+            self.tally.http["superseded_newest"] += 1
             return self.issue()
         self.tally.http["applied"] += 1
         events = answer.get("events") or ()
@@ -162,6 +165,18 @@ class HttpUser(VirtualUser):
         if answer.get("close"):
             return self.on_close(answer["close"].get("code"))
         self.issue()
+
+    def check_n(self, answer):
+        """Count answers that carry other events under an n already seen on the stream: a
+        client that applies one of them and acks that n never gets the other's extra events."""
+        events = answer.get("events")
+        if not events or answer.get("superseded"):
+            return
+        key, count = (answer["stream"], answer["n"]), len(events)
+        if self.contents.setdefault(key, count) != count:
+            self.tally.http["n_reused"] += 1
+        if len(self.contents) > 16:
+            del self.contents[next(iter(self.contents))]
 
     def on_refusal(self, response, frames):
         """Handle a status other than 200: wait and retry (503, 429 with Retry-After), or stop."""

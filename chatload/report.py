@@ -32,8 +32,11 @@ ARRAYS = ("open_times", "sent_at", "latency", "downtime", "back_at")
 COUNTERS = ("failed", "closes", "errors", "sent", "acked", "http")
 #: What the HTTP transport counts (chatload/longpoll.py): requests sent, answers applied,
 #: answers dropped for a newer request's, events carried, streams started again on another
-#: worker, requests without an answer, 429s, and answers whose n broke the rule of section 7.
-HTTP_COUNTS = ("requests", "applied", "stale", "events", "new_streams", "failed", "throttled", "bad_n")
+#: worker, requests without an answer, 429s, answers whose n broke the rule of section 7, newest
+#: requests answered "superseded" (an older one reached the server later), and answers carrying
+#: other events under an n already seen (section 7 lets a resend append new events to it).
+HTTP_COUNTS = ("requests", "applied", "stale", "events", "new_streams", "failed", "throttled", "bad_n",
+               "superseded_newest", "n_reused")
 RECONNECT_COUNTS = ("busy", "hints", "reconnects", "not_back", "resets", "resent")
 
 
@@ -187,7 +190,8 @@ def table(result):
         per = round(h["events"] / h["applied"], 1) if h["applied"] else 0
         lines.append(f"http      {h['requests']} requests, {h['applied']} answers applied ({per} events each), "
                      f"{h['stale']} superseded, {h['new_streams']} new streams, {h['failed']} failed, "
-                     f"{h['throttled']} throttled (429), {h['bad_n']} with a wrong n")
+                     f"{h['throttled']} throttled (429), {h['bad_n']} with a wrong n, "
+                     f"{h['superseded_newest']} newest superseded, {h['n_reused']} n reused with other events")
     if "server" in result:
         srv = result["server"]
         lines.append(f"server    {srv.get('kib_per_socket')} KiB/socket (RSS {srv['rss_before_kib']} -> "

@@ -209,3 +209,35 @@ def test_lost_counts_what_sockets_that_stayed_never_got():
     tally = Tally()
     tally.rooms = {"a": [2, (0 + 10) + (4 + 5), 10]}  # one socket got 1..10, one joined at 4 and got 5 of 6
     assert report.lost(tally) == 1
+
+
+def test_http_connection_reads_chunked_and_sized_answers_on_one_kept_alive_connection():
+    import socket as stdlib_socket
+    import threading
+
+    from chatload import httpwire
+
+    listener = stdlib_socket.create_server(("127.0.0.1", 0))
+    answers = [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\n\r\n",
+               b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 2\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"]
+
+    def serve():
+        conn, _ = listener.accept()
+        with conn:
+            for answer in answers:
+                conn.recv(65536)
+                for n in range(0, len(answer), 7):  # in pieces, as a slow network hands them over
+                    conn.sendall(answer[n:n + 7])
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    conn = httpwire.Connection("127.0.0.1", listener.getsockname()[1])
+    head = httpwire.request_head("/http/", "127.0.0.1", 1, "sessionid=s; csrftoken=t", "t", 2)
+    first = conn.post(head, b"{}", timeout=5)
+    assert (first.status, first.body, conn.open) == (200, b'{"a":1}', True)
+    second = conn.post(head, b"{}", timeout=5)
+    assert (second.status, second.body, second.retry_after(), conn.open) == (503, b"{}", 2, False)
+    server.join(5)
+    listener.close()
+    assert b"\r\nOrigin: http://127.0.0.1:1\r\n" in head
+    assert head.endswith(b"\r\nCookie: sessionid=s; csrftoken=t\r\nX-CSRFToken: t\r\n\r\n")
