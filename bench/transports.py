@@ -46,7 +46,8 @@ def machine():
     """Return nproc and the CPU model, besides the versions of bench/harness.py."""
     model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                   if line.startswith("model name")), "unknown")
-    nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
+    # --all: this process is pinned to the load core, and plain nproc counts only that one.
+    nproc = subprocess.run(["nproc", "--all"], capture_output=True, text=True).stdout.strip()
     return {"nproc": nproc, "model": model, **versions()}
 
 
