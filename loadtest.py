@@ -48,6 +48,9 @@ def arguments(argv=None):
                    help="file that keeps session cookies between runs ('' to keep none)")
     p.add_argument("--no-login", action="store_true", help="no accounts: the username goes in the URL")
     p.add_argument("--ws-path", default="/ws/", help="the WebSocket path (default %(default)s)")
+    p.add_argument("--transport", choices=("ws", "http"), default="ws",
+                   help="ws: a WebSocket per user; http: the HTTP long-poll (docs/protocol.md, section 7)")
+    p.add_argument("--http-path", default="/http/", help="the HTTP transport's path (default %(default)s)")
     p.add_argument("--dialect", choices=("chat", "socketio"), default="chat", help=argparse.SUPPRESS)
     p.add_argument("--procs", type=int, default=1, help="load processes (one per core)")
     p.add_argument("--server-pid", type=int, help="gunicorn master's PID, for server memory and CPU")
@@ -78,6 +81,8 @@ def arguments(argv=None):
         p.error("--senders must not exceed --users or --accounts: each sender has its own account")
     if args.users < 1 or args.rooms < 1 or args.procs < 1:
         p.error("--users, --rooms and --procs must be at least 1")
+    if args.transport == "http" and (args.no_login or args.dialect != "chat"):
+        p.error("--transport http speaks this project's protocol with a login: not with --no-login or --dialect")
     if args.send_after_open and args.procs > 1:
         p.error("--send-after-open works with one process (--procs 1) only")
     return args
@@ -90,7 +95,7 @@ def share(args, index=0):
 
 
 def target(args):
-    result = Target.from_url(args.url, args.ws_path, args.dialect)
+    result = Target.from_url(args.url, args.ws_path, args.dialect, args.transport, args.http_path)
     result.user_in_query = args.no_login
     return result
 
@@ -291,7 +296,8 @@ def finish(args, tally, stats, sampler):
                         "kib_per_socket": round((rss_open - stats["rss_before_kib"]) / opened, 1) if opened else None,
                         "cpu_s": round(server.sample(args.server_pid)[1] - stats["cpu_before"], 2)}
     config = {k: getattr(args, k) for k in ("url", "users", "rooms", "senders", "rates", "duration",
-                                            "pause", "ramp", "size", "accounts", "procs", "dialect")}
+                                            "pause", "ramp", "size", "accounts", "procs", "dialect",
+                                            "transport")}
     steps = report.steps_of(tally, args.rates, args.duration, args.pause, stats.get("step_cpu", ()),
                             args.max_p99, args.min_delivery)
     result = report.summary(tally, config, steps, server_stats)

@@ -84,6 +84,30 @@ def s4(record):
               f"{row['page_failures']} of {row['page_probes']} | {_dash(row['db_connections_max'])} |")
 
 
+def transports(record):
+    """The HTTP long-poll against the WebSocket on one server, step by step (bench/transports.py)."""
+    print(f"{record['receivers']} users in one room, {record['senders']} of them sending; "
+          f"{record['duration']:g} s per step.\n")
+    print("| transport | run | step (msg/s) | delivered | share | p50 (ms) | p90 | p99 | max | µs server CPU / delivery |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for row in record["rows"]:
+        for step in row["steps"]:
+            print(f"| {row['transport']} | {row['run']} | {step['rate']:g} | {step['delivered']:,} | "
+                  f"{step['delivery_ratio']} | {step['p50']} | {step['p90']} | {step['p99']} | {step['max']} | "
+                  f"{_dash(step.get('cpu_us_per_delivery'))} |")
+    print()
+    print("| transport | run | lost | duplicates | gaps | errors | closes | HTTP requests | events / answer | "
+          "superseded | new streams | PostgreSQL CPU (s) | hub blocks |")
+    print("| --- | ---: | ---: | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for row in record["rows"]:
+        http = row.get("http") or {}
+        per_answer = round(http["events"] / http["applied"], 1) if http.get("applied") else None
+        print(f"| {row['transport']} | {row['run']} | {row['lost']} | {row['duplicates']} | {row['gaps']} | "
+              f"{row['errors'] or 'none'} | {row['closes'] or 'none'} | {_dash(http.get('requests'))} | "
+              f"{_dash(per_answer)} | {_dash(http.get('stale'))} | {_dash(http.get('new_streams'))} | "
+              f"{row['postgres_cpu_s']} | {_dash(row['hub_blocks'])} |")
+
+
 def _seconds(ms):
     return "-" if ms is None else f"{ms / 1000:.1f}"
 
@@ -97,7 +121,8 @@ def _dash(value):
 
 
 def main():
-    for name, render in (("s1", s1), ("s2", s2), ("s3", s3), ("s4", s4), ("soak", soak)):
+    for name, render in (("s1", s1), ("s2", s2), ("s3", s3), ("s4", s4), ("soak", soak),
+                         ("transports", transports)):
         record = load(name)
         if record is None:
             print(f"({name}: no results yet)\n", file=sys.stderr)

@@ -65,7 +65,20 @@ def login(url, username, password, path="/accounts/login/"):
     if status != 302 or "sessionid" not in jar:
         raise LoginError(f"{username}: the login form answered {status}: wrong --password, or run "
                          f"`manage.py create_load_users` on the server first")
-    return f"sessionid={jar['sessionid']}"
+    return cookie_header(jar)
+
+
+def cookie_header(jar):
+    """Return the Cookie header value to keep: the session, and the CSRF cookie when there is one.
+
+    The HTTP transport sends the CSRF cookie's value in X-CSRFToken; the WebSocket ignores it."""
+    return "; ".join(f"{name}={jar[name]}" for name in ("sessionid", "csrftoken") if name in jar)
+
+
+def parse_cookie(header):
+    """Return {name: value} of a Cookie header value."""
+    pairs = (part.strip().partition("=") for part in header.split(";") if part.strip())
+    return {name: value for name, _, value in pairs}
 
 
 def login_all(url, usernames, password, cache_path=None, concurrency=8):
@@ -73,9 +86,11 @@ def login_all(url, usernames, password, cache_path=None, concurrency=8):
     cache = _load(cache_path)
     known = cache.setdefault(url, {})
     cached = [name for name in usernames if name in known]
-    for name, ok in zip(cached, Pool(concurrency).imap(lambda n: still_valid(url, known[n]), cached)):
-        if not ok:
+    for name, fresh in zip(cached, Pool(concurrency).imap(lambda n: still_valid(url, known[n]), cached)):
+        if fresh is None:
             del known[name]
+        else:
+            known[name] = fresh
     missing = [name for name in usernames if name not in known]
     if missing:
         logger.info("signing %d accounts in through the login form (%d cached)",
@@ -83,15 +98,15 @@ def login_all(url, usernames, password, cache_path=None, concurrency=8):
         pool = Pool(concurrency)
         for name, cookie in zip(missing, pool.imap(lambda n: login(url, n, password), missing)):
             known[name] = cookie
-        _save(cache_path, cache)
+    _save(cache_path, cache)  # refreshed cookies too (a CSRF cookie added)
     return {name: known[name] for name in usernames}
 
 
 def still_valid(url, cookie, path="/"):
-    """Tell whether the server still accepts a saved session (a page behind the login answers 200)."""
-    name, _, value = cookie.partition("=")
-    status, _, _ = _request(url, "GET", path, cookies={name: value})
-    return status == 200
+    """Return a saved session's cookie if the server still accepts it (a page behind the login
+    answers 200), with the CSRF cookie that page sets when the saved one had none; else None."""
+    status, _, jar = _request(url, "GET", path, cookies=parse_cookie(cookie))
+    return cookie_header(jar) if status == 200 else None
 
 
 def _load(path):

@@ -13,7 +13,7 @@ def merge(tallies):
     for tally in tallies:
         for name in ARRAYS:
             getattr(total, name).extend(getattr(tally, name))
-        for name in ("failed", "closes", "errors", "sent", "acked"):
+        for name in COUNTERS:
             getattr(total, name).update(getattr(tally, name))
         for name in ("late", "gaps", "duplicates", "reordered", "foreign", "cpu", *RECONNECT_COUNTS):
             setattr(total, name, getattr(total, name) + getattr(tally, name))
@@ -29,7 +29,14 @@ def merge(tallies):
 
 
 ARRAYS = ("open_times", "sent_at", "latency", "downtime", "back_at")
-COUNTERS = ("failed", "closes", "errors", "sent", "acked")
+COUNTERS = ("failed", "closes", "errors", "sent", "acked", "http")
+#: What the HTTP transport counts (chatload/longpoll.py): requests sent, answers applied,
+#: answers dropped for a newer request's, events carried, streams started again on another
+#: worker, requests without an answer, 429s, answers whose n broke the rule of section 7, newest
+#: requests answered "superseded" (an older one reached the server later), and answers carrying
+#: other events under an n already seen (section 7 lets a resend append new events to it).
+HTTP_COUNTS = ("requests", "applied", "stale", "events", "new_streams", "failed", "throttled", "bad_n",
+               "superseded_newest", "n_reused")
 RECONNECT_COUNTS = ("busy", "hints", "reconnects", "not_back", "resets", "resent")
 
 
@@ -53,7 +60,7 @@ def load_tally(path):
     for name in ARRAYS:
         getattr(tally, name).extend(data[name])
     for name in COUNTERS:
-        getattr(tally, name).update(data[name])
+        getattr(tally, name).update(data.get(name, {}))
     for name in ("late", "max_lag", "gaps", "duplicates", "reordered", "foreign", "cpu", "open_seconds", "rooms"):
         setattr(tally, name, data[name])
     for name in RECONNECT_COUNTS:
@@ -151,6 +158,8 @@ def summary(tally, config, steps, server=None):
         "steps": steps, "client_cpu_s": round(tally.cpu, 2),
         "by_send": by_send(tally), "reconnect": reconnects(tally),
     }
+    if config.get("transport") == "http":
+        result["http"] = {name: tally.http.get(name, 0) for name in HTTP_COUNTS}
     if server:
         result["server"] = server
     return result
@@ -176,6 +185,13 @@ def table(result):
             **result["reconnect"], **result["reconnect"]["downtime_ms"]),
         f"client    {result['client_cpu_s']} s of CPU in the load processes",
     ]
+    if "http" in result:
+        h = result["http"]
+        per = round(h["events"] / h["applied"], 1) if h["applied"] else 0
+        lines.append(f"http      {h['requests']} requests, {h['applied']} answers applied ({per} events each), "
+                     f"{h['stale']} superseded, {h['new_streams']} new streams, {h['failed']} failed, "
+                     f"{h['throttled']} throttled (429), {h['bad_n']} with a wrong n, "
+                     f"{h['superseded_newest']} newest superseded, {h['n_reused']} n reused with other events")
     if "server" in result:
         srv = result["server"]
         lines.append(f"server    {srv.get('kib_per_socket')} KiB/socket (RSS {srv['rss_before_kib']} -> "

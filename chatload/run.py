@@ -9,6 +9,7 @@ import gevent
 from gevent.pool import Pool
 
 from chatload import wire
+from chatload.longpoll import HttpUser
 from chatload.user import Tally, VirtualUser
 
 logger = logging.getLogger("loadtest")
@@ -23,13 +24,15 @@ class Target:
     ws_path: str
     dialect: str = "chat"
     user_in_query: bool = False  # peers without a login take the username from the URL
+    transport: str = "ws"  # or "http": the long-poll of docs/protocol.md, section 7
+    http_path: str = "/http/"
 
     @classmethod
-    def from_url(cls, url, ws_path, dialect):
+    def from_url(cls, url, ws_path, dialect, transport="ws", http_path="/http/"):
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("http", "ws"):
             raise ValueError(f"--url must be http://host:port (TLS is not supported), not {url!r}")
-        return cls(parts.hostname, parts.port or 80, ws_path, dialect)
+        return cls(parts.hostname, parts.port or 80, ws_path, dialect, transport=transport, http_path=http_path)
 
     def path(self, name):
         if not self.user_in_query:
@@ -71,15 +74,16 @@ class LoadProcess:
         self.run_id = os.urandom(4).hex()
 
     def open_all(self):
-        """Open sockets spread evenly over the ramp, a bounded number at a time."""
+        """Open sockets (or HTTP streams) spread evenly over the ramp, a bounded number at a time."""
         members = list(self.share.members())
         pool, ramp, began = Pool(self.options.connect_concurrency), self.options.ramp, time.time()
+        user_class = HttpUser if self.target.transport == "http" else VirtualUser
         for n, (i, account, room, sends) in enumerate(members):
             at = began + ramp * n / max(1, len(members))
             delay = at - time.time()
             if delay > 0:
                 gevent.sleep(delay)
-            user = VirtualUser(account, self.cookies.get(account), room, self.target, self.tally, self.epoch,
+            user = user_class(account, self.cookies.get(account), room, self.target, self.tally, self.epoch,
                                reconnect=getattr(self.options, "reconnect", False))
             pool.spawn(self._open, user, i, sends)
         pool.join()

@@ -43,6 +43,7 @@ class Tally:
         self.resets = 0  # rejoins where the room's seq had gone back (a server that lost its state)
         self.resent = 0  # sends repeated with the same ref after a reconnect
         self.by_send = Counter()  # scheduled send time -> deliveries (catches a resend stored twice)
+        self.http = Counter()  # the HTTP transport's requests and answers (chatload/longpoll.py)
 
 
 #: The load client's own backoff between reconnection attempts (as the browser client's).
@@ -197,13 +198,14 @@ class VirtualUser:
         obj, reply = self.dialect.decode(payload)
         if reply is not None:
             self.send_raw(reply)
-        if obj is None:
-            return
+        if obj is not None:
+            self.on_event(obj, time.time())
+
+    def on_event(self, obj, now):
+        """Check and count one server event (a decoded JSON object), whatever carried it."""
         kind = obj.get("type")
         if kind == "message" and self.start is not None:
-            body = obj["body"]
-            scheduled = float(body[3:body.index(" ", 3)]) if body.startswith(MARK) else None
-            self.on_message(obj["seq"], scheduled, obj.get("ref"), time.time())
+            self.on_message(obj["seq"], scheduled_of(obj), obj.get("ref"), now)
         elif kind == "joined":
             self.on_joined(obj)
         elif kind == "reconnect":
@@ -223,9 +225,7 @@ class VirtualUser:
                 self.missing.clear()
             now = time.time()
             for message in obj.get("messages") or ():
-                body = message.get("body", "")
-                scheduled = float(body[3:body.index(" ", 3)]) if body.startswith(MARK) else None
-                self.on_message(message["seq"], scheduled, message.get("ref"), now)
+                self.on_message(message["seq"], scheduled_of(message), message.get("ref"), now)
         self.live_since = time.time()
         self.generation += 1
         self.live.set()
@@ -302,6 +302,18 @@ class VirtualUser:
 
     def stop(self):
         """Close with 1000 and record what this socket saw of its room."""
+        self.record()
+        if self.sock is not None and self.closed is None:
+            try:
+                self.send_raw((1000).to_bytes(2, "big"), wire.OP_CLOSE)
+            except OSError:
+                pass
+            self.sock.close()
+        if self.reader is not None:
+            self.reader.kill(block=False)
+
+    def record(self):
+        """Stop coming back, and add what this user saw of its room to the tally."""
         self.stopping = True
         if self.comeback is not None:
             self.comeback.kill(block=False)
@@ -311,11 +323,9 @@ class VirtualUser:
             room[0] += 1
             room[1] += self.start + self.unique
             room[2] = max(room[2], self.last)
-        if self.sock is not None and self.closed is None:
-            try:
-                self.send_raw((1000).to_bytes(2, "big"), wire.OP_CLOSE)
-            except OSError:
-                pass
-            self.sock.close()
-        if self.reader is not None:
-            self.reader.kill(block=False)
+
+
+def scheduled_of(message):
+    """Return the scheduled send time a load-test body carries, or None for other bodies."""
+    body = message.get("body", "")
+    return float(body[3:body.index(" ", 3)]) if body.startswith(MARK) else None

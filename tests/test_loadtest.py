@@ -16,10 +16,15 @@ LOADTEST = [sys.executable, str(BASE_DIR / "loadtest.py")]
 
 
 @pytest.fixture(scope="module")
-def load_server(start_server, django_db_blocker):
-    """A gunicorn with load accounts lt1..lt8 (password as default) and rooms lt-1, lt-2."""
+def load_accounts(django_db_blocker):
+    """Load accounts lt1..lt8 (password as default) and rooms lt-1, lt-2."""
     with django_db_blocker.unblock():
         call_command("create_load_users", "--count", "8", "--rooms", "2", "--prefix", "lt")
+
+
+@pytest.fixture(scope="module")
+def load_server(start_server, load_accounts):
+    """A gunicorn for the load accounts."""
     return start_server(CHAT_RATE_LIMIT=1000, CHAT_RATE_BURST=1000)
 
 
@@ -44,6 +49,42 @@ def test_loadtest_delivers_every_message_to_every_socket_once(load_server, tmp_p
     assert result["server"]["cpu_s"] > 0 and result["server"]["rss_open_kib"] > 0
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "delivered 600; latency p50" in done.stdout
+
+
+@pytest.fixture(scope="module")
+def http_load_server(start_server, load_accounts):
+    """Two workers, so that a user's requests may reach either (no sticky sessions)."""
+    return start_server(WEB_CONCURRENCY=2, CHAT_RATE_LIMIT=1000, CHAT_RATE_BURST=1000,
+                        CHAT_HTTP_REQUEST_RATE=1000, CHAT_HTTP_REQUEST_BURST=1000)
+
+
+def test_loadtest_over_http_delivers_every_message_once_on_two_workers(http_load_server, tmp_path):
+    done, result = run_loadtest(http_load_server, tmp_path, "--transport", "http", "--users", "30",
+                                "--rooms", "2", "--senders", "4", "--accounts", "8", "--rate", "20",
+                                "--duration", "2", "--ramp", "1", "--server-pid", str(http_load_server.process.pid))
+    assert done.returncode == 0, done.stderr
+    assert result["config"]["transport"] == "http"
+    assert result["sockets"]["opened"] == 30 and result["sockets"]["failed"] == {}
+    assert result["sent"] == 40 and result["acked"] == 40
+    assert result["deliveries"] == 40 * 15  # each room: 20 messages to its 15 users
+    assert (result["lost"], result["duplicates"], result["gaps"], result["reordered"]) == (0, 0, 0, 0)
+    assert (result["errors"], result["closes"]) == ({}, {})
+    assert result["by_send"] == {"undelivered": 0, "extra": 0}
+    assert result["steps"][0]["delivery_ratio"] == 1 and result["steps"][0]["passed"] is True
+    http = result["http"]
+    assert (http["failed"], http["throttled"], http["bad_n"]) == (0, 0, 0)
+    assert http["applied"] >= 30 and http["events"] >= 600 + 30  # every delivery and each joined
+    assert http["requests"] >= http["applied"] + http["stale"]
+    assert result["server"]["cpu_s"] > 0
+    assert "delivered 600; latency p50" in done.stdout
+    assert f"http      {http['requests']} requests, {http['applied']} answers applied" in done.stdout
+
+
+def test_loadtest_over_http_refuses_peers_without_a_login(tmp_path):
+    done = subprocess.run([*LOADTEST, "--transport", "http", "--no-login"], capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode == 2
+    assert "--transport http speaks this project's protocol with a login: not with --no-login" in done.stderr
 
 
 def test_loadtest_reuses_saved_sessions_instead_of_logging_in_again(load_server, tmp_path):
@@ -168,3 +209,35 @@ def test_lost_counts_what_sockets_that_stayed_never_got():
     tally = Tally()
     tally.rooms = {"a": [2, (0 + 10) + (4 + 5), 10]}  # one socket got 1..10, one joined at 4 and got 5 of 6
     assert report.lost(tally) == 1
+
+
+def test_http_connection_reads_chunked_and_sized_answers_on_one_kept_alive_connection():
+    import socket as stdlib_socket
+    import threading
+
+    from chatload import httpwire
+
+    listener = stdlib_socket.create_server(("127.0.0.1", 0))
+    answers = [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\n\r\n",
+               b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 2\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"]
+
+    def serve():
+        conn, _ = listener.accept()
+        with conn:
+            for answer in answers:
+                conn.recv(65536)
+                for n in range(0, len(answer), 7):  # in pieces, as a slow network hands them over
+                    conn.sendall(answer[n:n + 7])
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    conn = httpwire.Connection("127.0.0.1", listener.getsockname()[1])
+    head = httpwire.request_head("/http/", "127.0.0.1", 1, "sessionid=s; csrftoken=t", "t", 2)
+    first = conn.post(head, b"{}", timeout=5)
+    assert (first.status, first.body, conn.open) == (200, b'{"a":1}', True)
+    second = conn.post(head, b"{}", timeout=5)
+    assert (second.status, second.body, second.retry_after(), conn.open) == (503, b"{}", 2, False)
+    server.join(5)
+    listener.close()
+    assert b"\r\nOrigin: http://127.0.0.1:1\r\n" in head
+    assert head.endswith(b"\r\nCookie: sessionid=s; csrftoken=t\r\nX-CSRFToken: t\r\n\r\n")
