@@ -58,6 +58,13 @@ class Outbox:
         self.bytes -= size
         return frames[0] if len(frames) == 1 else b"".join(frames)
 
+    def take_all(self):
+        """Return every queued frame, in order, leaving the queue empty."""
+        frames = list(self.frames)
+        self.frames.clear()
+        self.bytes = 0
+        return frames
+
     def give_back(self, data):
         """Put ``data`` from ``take()`` back in front: it goes first, whatever the bounds."""
         self.frames.appendleft(data)

@@ -1,5 +1,5 @@
 """The worker's singletons, wired in one visible place: the hub (with its broker), the limiter,
-the authority over the sockets and the handshakes' session look-ups.
+the authority over the sockets, the handshakes' session look-ups and the HTTP streams.
 
 Built on first use, in the worker after the fork; tests may ``reset()`` them.
 """
@@ -11,6 +11,7 @@ from chat import brokers, rooms
 from chat.authority import Authority
 from chat.handshake import SignIns
 from chat.hub import CONTROL, Hub
+from chat.longpoll import Streams
 from chat.presence import DatabasePresence
 from chat.ratelimit import RateLimiter
 
@@ -19,6 +20,7 @@ _loops = []  # the hub's and the authority's periodic greenlets
 _limiter = None
 _authority = None
 _sign_ins = None
+_streams = None
 
 
 def hub():
@@ -76,6 +78,14 @@ def sign_ins():
     return _sign_ins
 
 
+def streams():
+    """Return the worker's HTTP long-poll streams by client id (chat/longpoll.py)."""
+    global _streams
+    if _streams is None:
+        _streams = Streams()
+    return _streams
+
+
 def limiter():
     """Return the per-user rate limiter for ``send`` and ``typing``."""
     global _limiter
@@ -86,9 +96,9 @@ def limiter():
 
 def reset():
     """Forget the singletons (stopping the broker and the loops), so the next use builds them anew."""
-    global _hub, _limiter, _authority, _sign_ins
+    global _hub, _limiter, _authority, _sign_ins, _streams
     if _hub is not None:
         gevent.killall(_loops, block=False)
         _loops.clear()
         _hub.stop()
-    _hub = _limiter = _authority = _sign_ins = None
+    _hub = _limiter = _authority = _sign_ins = _streams = None

@@ -11,7 +11,6 @@ before anything reads them: the Origin check, Django and the access log.
 import logging
 import socket
 import time
-from urllib.parse import urlsplit
 
 import gevent
 from django.conf import settings
@@ -20,29 +19,9 @@ from geventwebsocket.handler import WebSocketHandler
 from gunicorn.workers.ggevent import GeventPyWSGIWorker, PyWSGIHandler, PyWSGIServer
 
 from chat import admission, proxies
+from chat.origins import origin_allowed
 
 logger = logging.getLogger(__name__)
-
-
-def origin_allowed(origin, host, allowed_origins):
-    """Tell whether a handshake's ``Origin`` may open a socket.
-
-    No Origin (a non-browser client) is allowed; otherwise its host and port must equal the
-    request's ``Host`` (the scheme is not compared), or the origin be listed in the setting.
-    """
-    if origin is None:
-        return True
-    origin = origin.strip().lower()
-    if origin in (o.lower().rstrip("/") for o in allowed_origins):
-        return True
-    try:
-        parts = urlsplit(origin)
-    except ValueError:
-        return False
-    default_port = {"http": ":80", "https": ":443"}.get(parts.scheme, "")
-    netloc = parts.netloc.removesuffix(default_port) if default_port else parts.netloc
-    host = (host or "").strip().lower()
-    return bool(netloc) and netloc in (host, host.removesuffix(":80"), host.removesuffix(":443"))
 
 
 class BodyTimeout(BaseException):

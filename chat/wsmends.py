@@ -76,6 +76,12 @@ def encode_frame(payload, opcode=WebSocket.OPCODE_TEXT):
     return header + payload
 
 
+def frame_payload(frame):
+    """Return the payload of a frame ``encode_frame`` built (its header cut off)."""
+    length = frame[1] & 0x7F
+    return frame[2 if length < 126 else 4 if length == 126 else 10:]
+
+
 class LimitExceeded(ProtocolError):
     """The peer went over one of our limits: close with ``code`` and ``reason``."""
 

@@ -197,6 +197,18 @@ LOGGING = {
 # Extra origins allowed to open /ws/ besides the page's own host (PROTOCOL.md, Connection).
 CHAT_ALLOWED_ORIGINS = env_list("CHAT_ALLOWED_ORIGINS")
 CHAT_WS_PATH = "/ws/"
+# The HTTP long-poll transport (docs/protocol.md, section 7; chat/longpoll.py).
+CHAT_HTTP_PATH = "/http/"
+# Seconds a poll waits for an event before it returns empty (under proxies' read timeouts).
+CHAT_HTTP_POLL_TIMEOUT = env_number("CHAT_HTTP_POLL_TIMEOUT", 25.0, float)
+# Seconds a stream lives without a request before it ends (its presence too).
+CHAT_HTTP_LINGER = env_number("CHAT_HTTP_LINGER", 15.0, float)
+# Requests a second one stream may make (bursts of CHAT_HTTP_REQUEST_BURST).
+CHAT_HTTP_REQUEST_RATE = env_number("CHAT_HTTP_REQUEST_RATE", 10.0, float)
+CHAT_HTTP_REQUEST_BURST = env_number("CHAT_HTTP_REQUEST_BURST", 20)
+# The most client frames in one request, and the most bytes in its body.
+CHAT_HTTP_FRAMES = env_number("CHAT_HTTP_FRAMES", 20)
+CHAT_HTTP_MAX_BODY = env_number("CHAT_HTTP_MAX_BODY", 256 * 1024)
 # Seconds a client gets to send its request line and headers (slowloris; chat/worker.py).
 CHAT_HANDSHAKE_TIMEOUT = env_number("CHAT_HANDSHAKE_TIMEOUT", 10.0, float)
 CHAT_MAX_MESSAGE_BYTES = env_number("CHAT_MAX_MESSAGE_BYTES", 65536)

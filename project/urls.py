@@ -1,8 +1,8 @@
-"""URLconf: pages, rooms, the accounts views and the /ws/ endpoint."""
+"""URLconf: pages, rooms, the accounts views and the /ws/ and /http/ endpoints."""
 from django.contrib import admin
 from django.urls import include, path
 
-from chat import accounts, endpoint, health, scrape, views
+from chat import accounts, endpoint, health, httpendpoint, scrape, views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -10,6 +10,7 @@ urlpatterns = [
     path("rooms/new/", views.room_create, name="room_create"),  # before the slug route
     path("rooms/<slug:slug>/", views.room_detail, name="room_detail"),
     path("ws/", endpoint.websocket, name="websocket"),
+    path("http/", httpendpoint.http_transport, name="http_transport"),
     path("accounts/signup/", accounts.signup, name="signup"),
     path("accounts/login/", accounts.ThrottledLoginView.as_view(), name="login"),  # before auth.urls
     path("accounts/", include("django.contrib.auth.urls")),

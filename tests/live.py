@@ -1,8 +1,10 @@
 """Helpers for tests against a real gunicorn: start it, sign users in, speak the protocol."""
+import http.client
 import http.cookiejar
 import json
 import os
 import re
+import secrets
 import socket
 import subprocess
 import sys
@@ -10,6 +12,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from pathlib import Path
 
 import gevent
@@ -280,3 +283,85 @@ def manage(database_url, *args, stdin=None, **env):
     env = {**os.environ, "DATABASE_URL": database_url, "CHAT_BROKER": "postgres", **env}
     return subprocess.run([sys.executable, "manage.py", *args], cwd=BASE_DIR, env=env,
                           input=stdin, capture_output=True, text=True, timeout=60)
+
+
+class Poller:
+    """A client of the HTTP long-poll transport (docs/protocol.md, section 7): one stream.
+
+    Requests go over one keep-alive connection (so to one worker) unless ``fresh`` asks for a
+    new one, which the kernel may hand to any worker. ``rooms`` follows the events applied.
+    """
+
+    def __init__(self, server, session_key, client=None, origin=None):
+        self.server = server
+        self.session_key = session_key
+        self.client = client or uuid.uuid4().hex
+        self.origin = origin
+        self.csrf = secrets.token_hex(16)  # any 32-character secret: cookie and header agree
+        self.stream, self.ack, self.rooms = None, 0, {}
+        self.conn = None
+
+    def post(self, body, timeout=40, fresh=False, headers=None):
+        """POST ``body`` (a dict, or bytes as is); return (status, headers, parsed JSON or text)."""
+        if fresh or self.conn is None:
+            if self.conn is not None:
+                self.conn.close()
+            self.conn = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=timeout)
+        self.conn.timeout = timeout
+        cookies = f"csrftoken={self.csrf}"
+        if self.session_key:
+            cookies += f"; sessionid={self.session_key}"
+        sent = {"Content-Type": "application/json", "Cookie": cookies, "X-CSRFToken": self.csrf,
+                **({"Origin": self.origin} if self.origin else {}), **(headers or {})}
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        try:
+            self.conn.request("POST", "/http/", body=data, headers=sent)
+            if self.conn.sock is not None:
+                self.conn.sock.settimeout(timeout)
+            response = self.conn.getresponse()
+            raw = response.read()
+        except Exception:
+            self.conn.close()
+            self.conn = None
+            raise
+        text = raw.decode()
+        is_json = response.getheader("Content-Type", "").startswith("application/json")
+        return response.status, response, json.loads(text) if is_json else text
+
+    def body(self, frames=(), wait=False, **fields):
+        return {"client": self.client, "stream": self.stream, "ack": self.ack,
+                "rooms": dict(self.rooms), "frames": list(frames), "wait": wait, **fields}
+
+    def exchange(self, *frames, wait=False, timeout=40, fresh=False, **fields):
+        """Send ``frames`` on the stream; apply and return the response (a dict)."""
+        status, _, reply = self.post(self.body(frames, wait, **fields), timeout, fresh)
+        assert status == 200, (status, reply)
+        if not reply.get("superseded"):
+            self.apply(reply)
+        return reply
+
+    def apply(self, reply):
+        self.stream, self.ack = reply["stream"], reply["n"]
+        for event in reply["events"]:
+            if event["type"] == "joined":
+                self.rooms[event["room"]] = event["seq"]
+            elif event["type"] == "message":
+                self.rooms[event["room"]] = max(self.rooms.get(event["room"], 0), event["seq"])
+            elif event["type"] == "left":
+                self.rooms.pop(event["room"], None)
+        if "close" in reply:
+            self.stream, self.ack = None, 0
+
+    def events(self, kind=None, timeout=20):
+        """Poll until events arrive (of type ``kind`` when given); return them."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            reply = self.exchange(wait=True, timeout=timeout + 5)
+            found = [e for e in reply["events"] if kind is None or e["type"] == kind]
+            if found:
+                return found
+        pytest.fail(f"no {kind or 'event'} within {timeout} s")
+
+    def close(self):
+        if self.conn is not None:
+            self.conn.close()

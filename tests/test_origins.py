@@ -1,7 +1,7 @@
 """The Origin rule of PROTOCOL.md: same host and port, or listed; the scheme is not compared."""
 import pytest
 
-from chat.worker import origin_allowed
+from chat.origins import origin_allowed
 
 
 @pytest.mark.parametrize("origin, host", [

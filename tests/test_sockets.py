@@ -6,7 +6,8 @@ import pytest
 
 from chat.ratelimit import Budgets
 from chat.shutdown import hint_frame
-from chat.sockets import Membership, SocketSession
+from chat.session import Membership
+from chat.sockets import SocketSession
 from tests.live import connect, join, receive_type, send
 
 
