@@ -13,6 +13,10 @@ const FIRST_DELAY = 500; // ms: the first retry waits 250-500 ms, as the WebSock
 const MAX_DELAY = 10000; // ms: the backoff stops growing here
 const POLL_TIMEOUT = 25000; // ms a poll may wait on the server (CHAT_HTTP_POLL_TIMEOUT's default)
 const REQUEST_TIMEOUT = POLL_TIMEOUT + 10000; // ms: a response later than this is not coming
+// ms a superseded poll gets to return. On its own worker it returns at once; one still waiting
+// went to another worker (the request that superseded it started a new stream there): it would
+// hold one of the browser's few connections to this host for the rest of its 25 s.
+const SUPERSEDED_GRACE = 2000;
 const MAX_FRAMES = 20; // frames one request may carry (CHAT_HTTP_FRAMES's default)
 // Requests a second, in bursts: under the server's limit per stream (CHAT_HTTP_REQUEST_RATE,
 // 10 and 20), so that a busy room's polls (each returns at once) batch events instead of a 429.
@@ -148,6 +152,10 @@ export class LongPoll {
       return;
     }
     const frames = this.queue.splice(0, MAX_FRAMES);
+    if (waiting) {
+      clearTimeout(waiting.timer);
+      waiting.timer = setTimeout(() => waiting.controller.abort(), SUPERSEDED_GRACE);
+    }
     this.request({
       client: this.client,
       stream: this.stream,
