@@ -6,6 +6,7 @@ them open and passes nothing, or passes them to the server; plain HTTP (the page
 always goes through. The server is a real gunicorn with two workers, so the page's requests
 land on either.
 """
+import json
 import re
 import time
 
@@ -202,3 +203,26 @@ def test_a_page_whose_websocket_works_makes_no_request_to_the_http_endpoint(
         on_websocket(page)
     a.page.wait_for_timeout(500)
     assert [log.requests for log in logs] == [[], []]
+
+
+def test_a_restarting_server_refusing_handshakes_does_not_push_the_page_to_http(
+        server, make_users, make_room, open_page):
+    [(_, key)] = make_users(1, prefix="fbdrain")
+    room = make_room()
+    a = open_page(key)
+    proxy = Proxy(a, "pass")
+    log = HttpLog(a, proxy)
+    a.open_room(room)
+    proxy.mode = "kill"  # a draining worker answers HTTP (405 to a GET of /http/) but no handshake
+    proxy.sockets[0].send(json.dumps({"type": "reconnect", "after": 1}))
+    a.page.wait_for_timeout(200)  # the hint reaches the page before the close (Playwright may reorder)
+    proxy.sockets[0].close(code=1001, reason="server going away")
+    deadline = time.monotonic() + RECONNECT_MS / 1000
+    while len(proxy.sockets) < 5 and time.monotonic() < deadline:  # four refused in a row
+        a.page.wait_for_timeout(100)
+    assert len(proxy.sockets) == 5
+    assert log.requests == []  # not even the check: failures after the hint are the restart's
+    expect(a.status).to_have_attribute("data-state", "reconnecting")
+    proxy.mode = "pass"  # the new worker is up
+    on_websocket(a, timeout=RECONNECT_MS)
+    assert log.requests == []

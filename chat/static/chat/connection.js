@@ -28,7 +28,8 @@ export const REFUSED = {
 
 export class Connection {
   // handlers: open(), frame(object), state(name, delayMs), unauthorized(), gaveUp(text), and
-  // optional heard() (a socket's first frame) and failed(code) (a socket closed without a frame)
+  // optional heard() (a socket's first frame), failed(code) (a socket closed without a frame)
+  // and draining() (the server said it is restarting: a `reconnect` event, then 1001)
   constructor(url, handlers) {
     this.url = url;
     this.handlers = handlers;
@@ -144,6 +145,7 @@ export class Connection {
     if (!this.heard && !SERVER_TROUBLE.has(code)) this.handlers.failed?.(code);
     if (this.stopped) return;
     if (code === GOING_AWAY && this.hint !== null) {
+      this.handlers.draining?.();
       this.scheduleRetry(this.hint + Math.random() * FIRST_DELAY); // our own jitter on top
     } else {
       this.scheduleRetry();

@@ -5,8 +5,9 @@
 //
 // A WebSocket fails here when it carries no frame at all: it does not open, is closed at once,
 // or opens and stays silent (connection.js). Such a failure counts only when the server answers
-// plain HTTP meanwhile: a server that is down or restarting fails both ways, and must not push
-// anyone to HTTP. Before the WebSocket ever worked on this page one such failure is enough;
+// plain HTTP meanwhile (a server that is down fails both ways), and not for RESTART_GRACE after
+// the server said it is restarting (a draining worker still answers HTTP, but refuses
+// handshakes): a restart must not push anyone to HTTP. Before the WebSocket ever worked on this page one such failure is enough;
 // after, it takes FAILURES_AFTER_WORKED in a row. On HTTP, a probe socket is tried every
 // PROBE_EVERY ms (and when the network comes back); once it answers a ping, the page returns.
 
@@ -17,6 +18,7 @@ const FAILURES_AFTER_WORKED = 3;
 const PROBE_EVERY = 30000; // ms between probe sockets while on HTTP
 const PROBE_DEADLINE = SILENT_MS; // ms a probe has to open and answer its ping
 const CHECK_TIMEOUT = SILENT_MS; // ms the HTTP check may take
+const RESTART_GRACE = 60000; // ms after a `reconnect` hint during which failures don't count
 
 export class Transport {
   // wsUrl, httpPath; csrf() and rooms() as LongPoll's. handlers: Connection's, and
@@ -29,12 +31,16 @@ export class Transport {
       ...this.relay(() => this.ws),
       heard: () => this.heard(),
       failed: () => this.failed(),
+      draining: () => {
+        this.restartingUntil = performance.now() + RESTART_GRACE;
+      },
     });
     this.http = new LongPoll(httpPath, { csrf, rooms }, this.relay(() => this.http));
     this.active = this.ws;
     this.worked = false; // a WebSocket carried a frame on this page
     this.streak = 0; // failures counted since a socket last carried a frame
     this.heardCount = 0; // sockets that carried a frame: a check older than the last is void
+    this.restartingUntil = 0; // failures before this time are the server's restart
     this.halted = false; // stopped, or waiting for the user ("Reconnect")
     this.probing = null; // the probe socket
     window.addEventListener("online", () => this.probe());
@@ -92,11 +98,13 @@ export class Transport {
   heard() {
     this.worked = true;
     this.streak = 0;
+    this.restartingUntil = 0;
     this.heardCount += 1;
   }
 
   // A WebSocket carried nothing: count it if the server answers HTTP, and maybe switch.
   failed() {
+    if (performance.now() < this.restartingUntil) return;
     const heardCount = this.heardCount;
     this.serverAnswers().then((answers) => {
       if (!answers || heardCount !== this.heardCount || this.active !== this.ws || this.halted) return;
