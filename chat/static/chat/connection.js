@@ -2,15 +2,22 @@
 // jitter, notices a dead link with application pings, and stops after the close codes that
 // say "don't retry as is" (docs/protocol.md, section 1): 4401 and the ones in REFUSED. A server
 // that restarts says when to come back (a `reconnect` event before its 1001): that delay wins.
+// A socket that carries no frame at all (it fails to open, is closed at once, or opens and stays
+// silent) is reported to `failed`: the page may be behind a proxy that lets no WebSocket through
+// (transport.js decides whether to fall back to HTTP).
 
 const FIRST_DELAY = 500; // ms: the first retry waits 250-500 ms
 const MAX_DELAY = 10000; // ms: the backoff stops growing here
 const PING_EVERY = 20000; // ms: a ping without any frame back by the next tick means a dead link
+export const SILENT_MS = 4000; // ms an open socket may take to answer the join before it counts as dead
 
 export const UNAUTHORIZED = 4401;
 export const GOING_AWAY = 1001;
 // What the page says after each: retrying would meet the same answer, so it waits for the user.
 // Any other code (1001, 1006, 1011, 1012, 1013, ...) and network errors are retried.
+// A socket closed with one of these before any frame was refused by our server, not by the path
+// to it: 4401, the REFUSED codes, and the server's own trouble (an HTTP request would meet it too).
+const SERVER_TROUBLE = new Set([1011, 1013]);
 export const REFUSED = {
   1002: "The connection was closed for a protocol error (1002).",
   1003: "The connection was closed for a protocol error (1003).",
@@ -20,7 +27,9 @@ export const REFUSED = {
 };
 
 export class Connection {
-  // handlers: open(), frame(object), state(name, delayMs), unauthorized(), gaveUp(text)
+  // handlers: open(), frame(object), state(name, delayMs), unauthorized(), gaveUp(text), and
+  // optional heard() (a socket's first frame), failed(code) (a socket closed without a frame)
+  // and draining() (the server said it is restarting: a `reconnect` event, then 1001)
   constructor(url, handlers) {
     this.url = url;
     this.handlers = handlers;
@@ -31,6 +40,8 @@ export class Connection {
     this.opened = false; // ever: "connecting" before, "reconnecting" after
     this.awaitingPong = false;
     this.hint = null; // ms the server asked us to wait before coming back (its `reconnect`)
+    this.heard = false; // the current socket has carried a frame
+    this.silence = null; // the timer that gives up on an open socket that never answers
     window.addEventListener("online", () => this.retryNow());
     window.addEventListener("offline", () => this.drop());
     document.addEventListener("visibilitychange", () => {
@@ -66,6 +77,7 @@ export class Connection {
   stop() {
     this.stopped = true;
     clearTimeout(this.timer);
+    clearTimeout(this.silence);
     this.timer = null;
     if (this.ws) {
       const ws = this.ws;
@@ -83,12 +95,20 @@ export class Connection {
     this.ws = ws;
     this.awaitingPong = false;
     this.hint = null;
+    this.heard = false;
     ws.onopen = () => {
       this.opened = true;
+      // Some proxies let the upgrade through and then pass nothing: the join's answer is late.
+      this.silence = setTimeout(() => this.ws === ws && this.drop(), SILENT_MS);
       this.handlers.open();
     };
     ws.onmessage = (event) => {
       this.awaitingPong = false; // any frame proves the link is alive
+      if (!this.heard) {
+        this.heard = true;
+        clearTimeout(this.silence);
+        this.handlers.heard?.();
+      }
       let frame;
       try {
         frame = JSON.parse(event.data);
@@ -110,6 +130,7 @@ export class Connection {
 
   closed(code) {
     this.ws = null;
+    clearTimeout(this.silence);
     if (code === UNAUTHORIZED) {
       this.stopped = true;
       this.handlers.unauthorized();
@@ -120,8 +141,11 @@ export class Connection {
       this.handlers.gaveUp(REFUSED[code]);
       return;
     }
+    // Told first: the handler may stop us (and switch to HTTP) before the retry is scheduled.
+    if (!this.heard && !SERVER_TROUBLE.has(code)) this.handlers.failed?.(code);
     if (this.stopped) return;
     if (code === GOING_AWAY && this.hint !== null) {
+      this.handlers.draining?.();
       this.scheduleRetry(this.hint + Math.random() * FIRST_DELAY); // our own jitter on top
     } else {
       this.scheduleRetry();

@@ -1,21 +1,27 @@
 // The room page: reads the data- attributes the template wrote and wires the connection, the
 // room's sync state and the views together. Each module does one thing:
-//   connection.js  the socket and its reconnects     sync.js      the protocol for one room
+//   transport.js   WebSocket, or HTTP when it fails  connection.js  the socket and its reconnects
+//   longpoll.js    the HTTP long-poll transport     sync.js      the protocol for one room
 //   seqs.js        which seqs the page accounts for  outbox.js    own messages until confirmed
 //   messages.js    the message log                   composer.js  the message box
 //   presence.js    who is here and who is typing     status.js    connection state, alerts, title
 
 import { Composer } from "./composer.js";
-import { Connection } from "./connection.js";
 import { MessageList } from "./messages.js";
 import { People } from "./presence.js";
 import { Alert, Status, UnreadTitle } from "./status.js";
 import { RoomSync } from "./sync.js";
+import { Transport } from "./transport.js";
 
 function socketUrl(path) {
   const url = new URL(path, location.href);
   url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
   return url.href;
+}
+
+function cookie(name) {
+  const found = document.cookie.split("; ").find((pair) => pair.startsWith(`${name}=`));
+  return found ? decodeURIComponent(found.slice(name.length + 1)) : null;
 }
 
 function start(root) {
@@ -93,8 +99,22 @@ function start(root) {
   });
   messages.older(sync.seqs.olderMore, sync.seqs.floor - 1);
 
-  const connection = new Connection(socketUrl(root.dataset.ws), {
+  const connection = new Transport({
+    wsUrl: socketUrl(root.dataset.ws),
+    httpPath: root.dataset.http || "/http/",
+    // The cookie first: a sign-in in another tab rotates the token the page was rendered with.
+    csrf: () => cookie("csrftoken") || root.dataset.csrf || "",
+    // What a new HTTP stream needs to resume the page on any worker.
+    rooms: () => (sync.joined ? { [sync.room]: sync.seqs.top } : {}),
+  }, {
     open: () => sync.opened(),
+    restream(rooms) {
+      // A new HTTP stream joined the room for the page (the old one's worker is gone): what was
+      // asked on the old one is lost, and its `joined` resumes from the seq the request held.
+      sync.disconnected();
+      sync.joinSince = rooms[sync.room];
+    },
+    via: (kind) => status.via(kind),
     frame: (frame) => sync.handle(frame),
     state(state) {
       sync.disconnected();

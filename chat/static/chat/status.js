@@ -1,5 +1,6 @@
-// What the page tells about itself: the connection state, why it stopped (with a button to
-// connect again when that may help), and unread messages in the title while the tab is hidden.
+// What the page tells about itself: the connection state (and whether it runs on the HTTP
+// fallback), why it stopped (with a button to connect again when that may help), and unread
+// messages in the title while the tab is hidden.
 
 const LABELS = {
   connecting: "Connecting…",
@@ -7,17 +8,35 @@ const LABELS = {
   reconnecting: "Reconnecting…",
   offline: "Offline",
 };
+const FALLBACK = "Online (HTTP fallback)";
+const FALLBACK_WHY = "WebSockets don't get through on this network: messages come over HTTP.";
 
 export class Status {
   constructor(el) {
     this.el = el;
     this.text = el.querySelector(".status-text");
+    this.detail = null;
   }
 
   // state: connecting | online | reconnecting | offline; detail replaces the label.
   set(state, detail) {
     this.el.dataset.state = state;
-    this.text.textContent = detail || LABELS[state];
+    this.detail = detail || null;
+    this.render();
+  }
+
+  // kind: "ws" or "http", the transport the page is on.
+  via(kind) {
+    this.el.dataset.transport = kind;
+    this.render();
+  }
+
+  render() {
+    const fallback = this.el.dataset.transport === "http";
+    const label = fallback && this.state === "online" ? FALLBACK : LABELS[this.state];
+    this.text.textContent = this.detail || label;
+    if (fallback) this.el.title = FALLBACK_WHY;
+    else this.el.removeAttribute("title");
   }
 
   get state() {
