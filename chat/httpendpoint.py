@@ -44,30 +44,37 @@ def closed(status, code, reason, retry_after=None):
 @require_POST
 def http_transport(request):
     """Handle one request of the long-poll transport."""
+    if not origin_allowed(request.META.get("HTTP_ORIGIN"), request.get_host(),
+                          settings.CHAT_ALLOWED_ORIGINS):
+        return HttpResponse("This origin may not use this endpoint.\n", status=403,
+                            content_type="text/plain")
     try:
-        if not origin_allowed(request.META.get("HTTP_ORIGIN"), request.get_host(),
-                              settings.CHAT_ALLOWED_ORIGINS):
-            return HttpResponse("This origin may not use this endpoint.\n", status=403,
-                                content_type="text/plain")
-        body = parse_body(request)
-        session_key = request.COOKIES.get(settings.SESSION_COOKIE_NAME)
-        stream = find_or_start(body, session_key)
-        if body["frames"] and not stream.requests.take():  # bare polls are paced instead
-            raise Refusal(429, {"error": {"code": "rate_limited", "detail": (
-                f"slow down: at most {settings.CHAT_HTTP_REQUEST_RATE:g} requests a second "
-                f"with frames on one stream")}}, retry_after=1)
-        try:
-            data = stream.exchange(body["frames"], body["ack"], body["wait"],
-                                   settings.CHAT_HTTP_POLL_TIMEOUT)
-        except Superseded:
-            data = response_body(stream.conn_id, stream.n, [], superseded=True)
+        response = HttpResponse(answer(request), content_type="application/json")
     except Refusal as refusal:
         response = HttpResponse(protocol.encode(refusal.body), status=refusal.status,
                                 content_type="application/json")
         if refusal.retry_after is not None:
             response["Retry-After"] = str(refusal.retry_after)
-        return response
-    return HttpResponse(data, content_type="application/json")
+    if admission.current().draining:
+        # The next request must find the new worker: not this one again, on a kept-alive
+        # connection, refused until it exits.
+        response["Connection"] = "close"
+    return response
+
+
+def answer(request):
+    """Return the response body of one request; raise ``Refusal`` before any frame."""
+    body = parse_body(request)
+    stream = find_or_start(body, request.COOKIES.get(settings.SESSION_COOKIE_NAME))
+    if body["frames"] and not stream.requests.take():  # bare polls are paced instead
+        raise Refusal(429, {"error": {"code": "rate_limited", "detail": (
+            f"slow down: at most {settings.CHAT_HTTP_REQUEST_RATE:g} requests a second "
+            f"with frames on one stream")}}, retry_after=1)
+    try:
+        return stream.exchange(body["frames"], body["ack"], body["wait"],
+                               settings.CHAT_HTTP_POLL_TIMEOUT)
+    except Superseded:
+        return response_body(stream.conn_id, stream.n, [], superseded=True)
 
 
 def find_or_start(body, session_key):

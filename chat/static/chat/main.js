@@ -108,12 +108,7 @@ function start(root) {
     rooms: () => (sync.joined ? { [sync.room]: sync.seqs.top } : {}),
   }, {
     open: () => sync.opened(),
-    restream(rooms) {
-      // A new HTTP stream joined the room for the page (the old one's worker is gone): what was
-      // asked on the old one is lost, and its `joined` resumes from the seq the request held.
-      sync.disconnected();
-      sync.joinSince = rooms[sync.room];
-    },
+    restream: (rooms) => sync.restreamed(rooms[sync.room]),
     via: (kind) => status.via(kind),
     frame: (frame) => sync.handle(frame),
     state(state) {

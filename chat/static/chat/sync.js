@@ -57,6 +57,13 @@ export class RoomSync {
     this.send({ type: "join", room: this.room, since: this.joinSince, ref: this.joinRef });
   }
 
+  // A new HTTP stream joined the room for us (another worker answered), resuming after
+  // `since`, the seq our request held: what was asked on the old stream will not be answered.
+  restreamed(since) {
+    this.disconnected();
+    if (since !== undefined) this.joinSince = since;
+  }
+
   // The socket is gone: whatever was asked on it will not be answered.
   disconnected() {
     this.joined = false;
