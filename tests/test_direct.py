@@ -184,6 +184,16 @@ def test_the_direct_list_pages_fifty_at_a_time_newest_first(client, alice, djang
     assert '<a href="/direct/?page=2">More direct messages</a>' in home
 
 
+@pytest.mark.django_db
+def test_the_admin_lists_the_pairs_and_adds_none(client, alice, bob, django_user_model):
+    direct.start(alice, bob)
+    client.force_login(django_user_model.objects.create_superuser("boss", password=None))
+    page = client.get("/admin/chat/directconversation/")
+    assert page.status_code == 200 and "<a href=\"/admin/chat/directconversation/" in page.content.decode()
+    assert "alice and bob" in page.content.decode()
+    assert client.get("/admin/chat/directconversation/add/").status_code == 403
+
+
 # Live: a real gunicorn (the shared one, two workers) and real sockets.
 
 
