@@ -4,6 +4,7 @@ from django.contrib.auth import get_user_model
 
 from chat import publish
 from chat.models import Message, Room
+from chat.models import DirectConversation
 
 
 @admin.register(Room)
@@ -64,3 +65,17 @@ class UserAdmin(_UserAdmin):
             publish.disconnect(user=pk, reason="disconnected by an administrator")
         self.message_user(request, f"Disconnected {len(users)} user{'s' * (len(users) != 1)}.",
                           messages.SUCCESS)
+
+
+@admin.register(DirectConversation)
+class DirectConversationAdmin(admin.ModelAdmin):
+    """The pair behind each direct room; made by the pages (chat/direct.py), never here."""
+
+    list_display = ["room", "user_low", "user_high", "created"]
+    list_select_related = ["room", "user_low", "user_high"]
+    search_fields = ["user_low__username", "user_high__username", "room__slug"]
+    readonly_fields = ["room", "user_low", "user_high", "created"]
+
+    def has_add_permission(self, request):
+        # A pair needs its room, its members and the order of the constraint: chat/direct.py.
+        return False

@@ -27,6 +27,9 @@ class Room(models.Model):
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="chat_rooms")
     last_seq = models.BigIntegerField(default=0, editable=False)
     created = models.DateTimeField(default=timezone.now, editable=False)
+    # The newest message's time (or the room's creation): the room lists show the newest first.
+    # Set by MessageQuerySet.store in the UPDATE that takes the seq, so it costs no query.
+    active_at = models.DateTimeField(default=timezone.now, editable=False, db_index=True)
 
     objects = RoomQuerySet.as_manager()
 
@@ -85,7 +88,7 @@ STORE_SQL = """
         SELECT id, seq, created FROM chat_message
         WHERE room_id = %(room)s AND user_id = %(user)s AND ref = %(ref)s
     ), taken AS (
-        UPDATE chat_room SET last_seq = last_seq + 1
+        UPDATE chat_room SET last_seq = last_seq + 1, active_at = %(created)s
         WHERE id = %(room)s AND NOT EXISTS (SELECT 1 FROM existing)
         RETURNING last_seq
     ), inserted AS (
@@ -222,3 +225,31 @@ class EventSpill(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["created"], name="chat_eventspill_created")]
+
+
+class DirectConversation(models.Model):
+    """The private room of two users (chat/direct.py): one per pair, whoever starts it.
+
+    The pair is stored ordered (``user_low`` has the smaller id), so that the unique
+    constraint sees (a, b) and (b, a) as one pair: two people starting it at the same moment
+    make one room, and the loser's insert fails and is rolled back.
+    """
+
+    room = models.OneToOneField(Room, on_delete=models.CASCADE, related_name="direct")
+    user_low = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    user_high = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    created = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user_low", "user_high"], name="chat_direct_pair"),
+            models.CheckConstraint(condition=Q(user_low__lt=models.F("user_high")),
+                                   name="chat_direct_pair_ordered"),
+        ]
+
+    def __str__(self):
+        return f"{self.user_low_id} and {self.user_high_id}"
+
+    def other(self, user):
+        """The other one of the pair."""
+        return self.user_high if self.user_low_id == user.pk else self.user_low

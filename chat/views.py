@@ -4,13 +4,15 @@ import uuid
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
 from django.db import transaction
+from django.db.models import Q
 from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
 
-from chat import roompost, throttle
+from chat import direct, roompost, throttle
 from chat.errors import BadRequest, RateLimited, ServerBusy
 from chat.forms import RoomForm
 from chat.models import Message, Presence, Room
@@ -19,25 +21,51 @@ from chat.protocol import is_text
 logger = logging.getLogger(__name__)
 
 ROOM_PAGE_MESSAGES = 50
+ROOMS_PER_PAGE = 50
+DIRECT_SHOWN = 50  # direct messages on the start page and the room list; /direct/ pages them
 ROOMS_LIMITED = "Too many rooms were created from your address. Try again later."
 POST_BUSY = "The server is busy. Your message was not sent; press Send again in a moment."
 
 
 @login_required
 def home(request):
-    """Show the signed-in user's start page with the rooms they may join."""
-    return render(request, "chat/home.html", {"rooms": rooms_with_presence(request.user)})
+    """Show the signed-in user's start page: their direct messages and a page of rooms."""
+    return render(request, "chat/home.html", room_lists(request))
 
 
 @login_required
 def room_list(request):
-    """List the rooms the user may join, with who is online in each."""
-    return render(request, "chat/room_list.html", {"rooms": rooms_with_presence(request.user)})
+    """List the rooms the user may join, a page at a time, with who is online in each."""
+    return render(request, "chat/room_list.html", room_lists(request))
 
 
-def rooms_with_presence(user):
-    """The rooms ``user`` may join, each with ``online``: the usernames present, any worker."""
-    rooms = list(Room.objects.visible_to(user))
+def room_lists(request):
+    """The context of the room lists: ``?page=`` of the rooms, and the newest direct messages.
+
+    The newest activity first; ``online`` is read for the rooms shown only, in one query.
+    """
+    page = Paginator(visible_rooms(request.user), ROOMS_PER_PAGE).get_page(request.GET.get("page"))
+    conversations = list(direct.conversations_of(request.user)[:DIRECT_SHOWN + 1])
+    directs = direct.listed(conversations[:DIRECT_SHOWN], request.user)
+    rooms = list(page.object_list)
+    with_presence(rooms + directs)
+    return {"rooms": rooms, "page_obj": page, "directs": directs,
+            "more_directs": len(conversations) > DIRECT_SHOWN}
+
+
+def visible_rooms(user):
+    """The rooms ``user`` may join but direct conversations, the newest activity first.
+
+    Membership as a subquery, not a join: no DISTINCT, so the page's rows come off the
+    ``active_at`` index.
+    """
+    mine = Room.members.through.objects.filter(user_id=user.pk).values("room_id")
+    return (Room.objects.filter(Q(private=False) | Q(pk__in=mine)).filter(direct__isnull=True)
+            .order_by("-active_at", "-pk"))
+
+
+def with_presence(rooms):
+    """Give each of ``rooms`` ``online``: the usernames present in it, any worker."""
     online = {}
     for slug, username in (Presence.objects.live(settings.CHAT_PRESENCE_TTL)
                            .filter(room__in=[room.slug for room in rooms])
@@ -133,3 +161,62 @@ def see_other(room, anchor):
     response = HttpResponseRedirect(f"{reverse('room_detail', args=[room.slug])}#{anchor}")
     response.status_code = 303
     return response
+
+
+# Direct messages (chat/direct.py)
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def direct_list(request):
+    """GET: the user's direct conversations, ``?page=`` at a time. POST: start one.
+
+    The POST's ``username`` is whom to write to; the pair's room is found or made (once per
+    pair, chat/direct.py), then 303 to it. Refusals show the start page with the reason.
+    """
+    if request.method == "POST":
+        return direct_start(request, request.POST.get("username", ""))
+    page = Paginator(direct.conversations_of(request.user), ROOMS_PER_PAGE).get_page(
+        request.GET.get("page"))
+    rooms = with_presence(direct.listed(page.object_list, request.user))
+    return render(request, "chat/direct_list.html", {"directs": rooms, "page_obj": page})
+
+
+@login_required
+@require_GET
+def direct_confirm(request, username):
+    """Open the conversation with ``username`` if it exists; else ask before making it.
+
+    The presence list links here: a GET never creates anything (no CSRF on links).
+    """
+    try:
+        other = direct.counterpart(request.user, username)
+    except direct.Refused as refusal:
+        return _direct_refused(request, refusal, username)
+    room = direct.find(request.user, other)
+    if room is not None:
+        return redirect("room_detail", slug=room.slug)
+    return render(request, "chat/direct_start.html", {"other": other.get_username()})
+
+
+def direct_start(request, username):
+    """Find or make the conversation with ``username``; 303 to its room."""
+    try:
+        other = direct.counterpart(request.user, username)
+    except direct.Refused as refusal:
+        return _direct_refused(request, refusal, username)
+    if direct.find(request.user, other) is None:
+        address = throttle.client_address(request)
+        limit = throttle.address_limit("room")  # a new conversation is a new room
+        if not limit.allow(address):
+            logger.info("direct conversation from %s refused: over the per-address limit", address)
+            response = _direct_refused(request, direct.Refused(ROOMS_LIMITED, 429), username)
+            response["Retry-After"] = str(limit.retry_after(address))
+            return response
+    room, _ = direct.start(request.user, other)
+    return see_other(room, "end")
+
+
+def _direct_refused(request, refusal, username):
+    """Show the start page with why the conversation can't be started."""
+    return render(request, "chat/direct_start.html", {"error": str(refusal), "username": username},
+                  status=refusal.status)

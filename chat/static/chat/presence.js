@@ -1,10 +1,13 @@
 // Who is in the room, and who is typing ("X is typing…" for a few seconds after each signal).
+// Each other name links to a direct conversation with them (chat/views.py, direct_confirm).
 
 const TYPING_SHOWN = 3000; // ms a typing signal stays on screen
+const DIRECT_PATH = "/direct/"; // unless the page names it in data-direct
 
 export class People {
   constructor(root, me) {
     this.me = me;
+    this.directPath = root.dataset.direct || DIRECT_PATH;
     this.list = root.querySelector(".presence");
     this.count = root.querySelector(".people .count");
     this.typingLine = root.querySelector(".typing");
@@ -38,7 +41,8 @@ export class People {
     const names = [...this.online].sort((a, b) => a.localeCompare(b));
     this.list.replaceChildren(...names.map((name) => {
       const li = document.createElement("li");
-      li.textContent = name === this.me ? `${name} (you)` : name;
+      if (name === this.me) li.textContent = `${name} (you)`;
+      else li.append(this.directLink(name));
       return li;
     }));
     if (this.unlisted > 0) {
@@ -48,6 +52,15 @@ export class People {
       this.list.append(more);
     }
     this.count.textContent = `(${names.length + this.unlisted})`;
+  }
+
+  // A GET: the server opens the conversation if it exists, else asks before making it.
+  directLink(name) {
+    const link = document.createElement("a");
+    link.href = `${this.directPath}${encodeURIComponent(name)}/`;
+    link.textContent = name;
+    link.title = `Direct message with ${name}`;
+    return link;
   }
 
   typing(name) {
