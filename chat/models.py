@@ -101,7 +101,9 @@ STORE_SQL = """
     SELECT id, seq, created, false FROM existing"""
 #: ``Message.objects.store``'s statement, prepared once per connection: PostgreSQL then skips
 #: parsing and planning it, about 150 us of its CPU per message (half of the statement's cost).
-STORE_PREPARED = "chat_store_message"
+# Versioned with STORE_SQL: behind PgBouncer a pooled server connection may still hold an
+# older statement under the old name (its "already exists" is ignored on purpose).
+STORE_PREPARED = "chat_store_message_2"
 STORE_PARAMS = ("room", "user", "body", "ref", "created")
 _prepare = True  # False once prepared statements were lost between statements (PgBouncer)
 
