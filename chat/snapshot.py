@@ -71,8 +71,14 @@ def _from_database(room, user, slug, since, changes_since):
 
 
 def _fields(room_id, slug, since, changes_since, change, deleted):
-    """Build ``joined``'s change fields; read the changes a resume missed, if any."""
-    fields = {"change": change}
+    """Build ``joined``'s change fields; read the changes a resume missed, if any.
+
+    ``change`` and ``changes`` only for a join that asked (``changes_since``): a version 1
+    client sees nothing new but ``deleted``.
+    """
+    fields = {}
+    if changes_since is not None:
+        fields["change"] = change
     if changes_since is not None and since is not None:
         found, more = [], False
         if changes_since < change:

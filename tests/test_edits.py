@@ -107,7 +107,7 @@ def test_a_resume_with_changes_since_sees_the_edits_and_deletions_made_while_off
     join(a, room)
     ask(a, type="edit", room=room, seq=1, body="seen live", ref="e0")
     b = connect(server, b_key)
-    first = join(b, room)
+    first = join(b, room, changes_since=0)
     assert first["change"] == 1 and first["messages"][0]["edited"] == edited_iso(room, 1)
     b.close()  # offline from here
     ask(a, type="edit", room=room, seq=3, body="fixed while b was away", ref="e1")
@@ -128,6 +128,7 @@ def test_a_resume_with_changes_since_sees_the_edits_and_deletions_made_while_off
         (1, "seen live", True), (3, "fixed while b was away", True), (4, "message 4", False),
         (5, "new while away", False)]
     assert fresh["deleted"] == [2]
+    assert "change" not in fresh and "changes" not in fresh  # a version 1 join sees no more
     a.close()
     b.close()
 
@@ -208,7 +209,7 @@ def test_a_join_served_from_the_workers_memory_shows_the_edited_body(
     ask(a, type="edit", room=room, seq=2, body="changed in memory too", ref="e")
     ask(a, type="delete", room=room, seq=3, ref="d")
     b = on_worker(server, b_key, pid)
-    joined = join(b, room)
+    joined = join(b, room, changes_since=0)
     assert [(m["seq"], m["body"]) for m in joined["messages"]] == [
         (1, "message 1"), (2, "changed in memory too")]
     assert joined["messages"][1]["edited"] == edited_iso(room, 2)
