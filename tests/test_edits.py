@@ -305,3 +305,13 @@ def test_a_resume_past_the_changes_cap_says_changes_more(people, make_room, sett
     assert [c["change"] for c in resumed["changes"]] == [1, 2]
     assert resumed["changes_more"] is True and resumed["change"] == 3
     hub.stop()
+
+
+def test_a_join_with_a_bad_changes_since_gets_bad_request(server, make_users, make_room):
+    [(_, key)] = make_users(1, prefix="badchanges")
+    room = make_room()
+    ws = connect(server, key)
+    assert ask(ws, type="join", room=room, since=0, changes_since=-1, ref="j") == {
+        "type": "error", "code": "bad_request",
+        "detail": "changes_since must be a whole number from 0 or more", "ref": "j"}
+    ws.close()
