@@ -315,3 +315,20 @@ def test_a_join_with_a_bad_changes_since_gets_bad_request(server, make_users, ma
         "type": "error", "code": "bad_request",
         "detail": "changes_since must be a whole number from 0 or more", "ref": "j"}
     ws.close()
+
+
+def test_the_admin_shows_a_messages_edit_history(server, make_users, make_room, pooled_db):
+    from django.test import Client
+
+    [(author, key)] = make_users(1, prefix="history")
+    room = make_room(messages=1, author=author)
+    ws = connect(server, key)
+    join(ws, room)
+    ask(ws, type="edit", room=room, seq=1, body="second thoughts", ref="e")
+    ws.close()
+    admin = get_user_model().objects.create_superuser(f"admin-{room}", password=None)
+    client = Client()
+    client.force_login(admin)
+    message = Message.objects.get(room__slug=room, seq=1)
+    page = client.get(f"/admin/chat/message/{message.pk}/change/").content.decode()
+    assert "message 1" in page and "second thoughts" in page and author in page
