@@ -3,8 +3,7 @@ from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 
 from chat import publish
-from chat.models import Message, Room
-from chat.models import DirectConversation
+from chat.models import DirectConversation, Message, MessageEdit, Room
 
 
 @admin.register(Room)
@@ -17,8 +16,21 @@ class RoomAdmin(admin.ModelAdmin):
     readonly_fields = ["last_seq", "created"]
 
 
+class MessageEditInline(admin.TabularInline):
+    """A message's edit history (chat/edits.py): each body it replaced, when and by whom."""
+
+    model = MessageEdit
+    fields = readonly_fields = ["change", "action", "body", "by", "at"]
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False  # written by edits only, in the transaction that takes the change seq
+
+
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):
+    inlines = [MessageEditInline]
     list_display = ["room", "seq", "user", "short_body", "created", "deleted"]
     list_filter = ["deleted", "room"]
     search_fields = ["body", "user__username"]

@@ -5,7 +5,7 @@ Each command takes the socket session and the parsed frame and replies through
 """
 from django.conf import settings
 
-from chat import metrics, protocol, rooms, snapshot
+from chat import edits, metrics, protocol, rooms, snapshot
 from chat.errors import BadRequest, Forbidden, NotJoined, RateLimited
 from chat.protocol import event
 from chat.wsmends import encode_frame
@@ -15,19 +15,21 @@ def join(session, frame):
     """Join a room: reply ``joined`` with the newest messages (or those after ``since``)."""
     slug = frame.slug()
     since = frame.integer("since")
+    changes_since = frame.integer("changes_since")
     _take_db_token(session, frame)
     if slug not in session.rooms and len(session.rooms) >= settings.CHAT_ROOMS_PER_SOCKET:
         raise BadRequest(f"a socket may join at most {settings.CHAT_ROOMS_PER_SOCKET} rooms", frame.ref)
     session.subscribe(slug)  # first, so that no message falls between read and live
     try:
         room = session.hub.rooms[slug]
-        room_id, seq, bodies, more = snapshot.take(room, session.user, slug, since)
+        room_id, seq, bodies, more, changed = snapshot.take(room, session.user, slug, since,
+                                                            changes_since)
         names, extra = _presence(session.hub.enter(session, slug))
     except BaseException:
         session.unsubscribe(slug)
         raise
     session.send_frame(encode_frame(protocol.joined_body(
-        frame.ref, slug, seq, bodies, more, names, **extra)))
+        frame.ref, slug, seq, bodies, more, names, **extra, **changed)))
     session.ready(slug, room_id, seq)
     metrics.JOINS.inc()
 
@@ -98,8 +100,46 @@ def history(session, frame):
     before = frame.integer("before")
     limit = frame.integer("limit", settings.CHAT_HISTORY_DEFAULT, minimum=1,
                           maximum=settings.CHAT_HISTORY_MAX)
-    messages, more = rooms.history(session.rooms[slug].room_id, slug, before, limit)
-    session.send(event("history", frame.ref, room=slug, messages=messages, more=more))
+    room_id = session.rooms[slug].room_id
+    messages, more = rooms.history(room_id, slug, before, limit)
+    # The page covers its first message's seq (or, without more, every seq) up to ``before``.
+    lo = messages[0]["seq"] - 1 if more and messages else 0
+    edited, deleted = edits.marks(room_id, lo, None if before is None else before - 1)
+    fields = {"deleted": deleted} if deleted else {}
+    session.send(event("history", frame.ref, room=slug, messages=edits.mark(messages, edited),
+                       more=more, **fields))
+
+
+def edit(session, frame):
+    """Replace the body of an own message (staff: any), within ``CHAT_EDIT_WINDOW``; tell the room."""
+    slug, seq = _joined(session, frame), _seq(frame)
+    body = frame.body()
+    _take_token(session, frame)
+    _still_admitted(session, slug, frame)
+    changed, new = edits.edit(session.user, session.rooms[slug].room_id, slug, seq, body)
+    edited_event = protocol.message_edited(slug, changed.seq, changed.id, changed.body,
+                                           changed.edited, changed.change, frame.ref)
+    if new:
+        session.hub.publish(slug, edited_event)
+    else:  # a resend: the editor hears it again, nobody else
+        session.send(edited_event)
+
+
+def delete(session, frame):
+    """Delete an own message (staff: any), within ``CHAT_EDIT_WINDOW``; tell the room."""
+    slug, seq = _joined(session, frame), _seq(frame)
+    _take_token(session, frame)
+    _still_admitted(session, slug, frame)
+    changed = edits.delete(session.user, session.rooms[slug].room_id, slug, seq)
+    session.hub.publish(slug, protocol.message_deleted(slug, changed.id, changed.seq,
+                                                       changed.change, frame.ref))
+
+
+def _seq(frame):
+    seq = frame.integer("seq", minimum=1)
+    if seq is None:
+        raise BadRequest("seq must be a whole number from 1 or more", frame.ref)
+    return seq
 
 
 def ping(session, frame):
@@ -150,7 +190,7 @@ def _take_token(session, frame):
 
 
 COMMANDS = {"join": join, "leave": leave, "send": send, "typing": typing, "history": history,
-            "ping": ping, "whoami": whoami, "who": who}
+            "ping": ping, "whoami": whoami, "who": who, "edit": edit, "delete": delete}
 
 
 def registry():

@@ -14,6 +14,7 @@ from chat.roster import Roster
 from chat.wsmends import encode_frame
 
 DELETED_PREFIX = b'{"type":"message_deleted"'
+EDITED_PREFIX = b'{"type":"message_edited"'
 PRESENCE_PREFIX = b'{"type":"presence"'
 
 
@@ -29,9 +30,16 @@ class Room:
         self.roster = Roster(slug, lambda user: holds(slug, user))
         self.access = None  # (room_id, private) once a join read the room
         self.access_epoch = 0  # bumped when the access may have changed
+        # The room's change seq (chat/edits.py): the highest seen, in a read or an event;
+        # ``change_known`` once a read since the last resync (events may have been lost).
+        self.change = 0
+        self.change_known = False
+        self.change_epoch = 0  # bumped when what events told may be incomplete
 
     def hand_on(self, seq, body, published=None):
         """Queue the message ``seq``'s frame for every member (None: deleted, nothing to send)."""
+        if body is not None:
+            body = self.recent.patched(seq, body)  # edited while the cursor held it
         self.recent.add(seq, body)
         if body is None:
             return
@@ -53,19 +61,41 @@ class Room:
                 session.deliver(self.slug, None, frame)
 
     def note(self, body, event):
-        """Learn from an event without seq: a deletion leaves the ring, presence the roster.
+        """Learn from an event without seq: a deletion leaves the ring, an edit changes it,
+        presence the roster.
 
-        ``event`` parses ``body`` (called only for the two kinds that matter here).
+        ``event`` parses ``body`` (called only for the kinds that matter here).
         """
         if body.startswith(DELETED_PREFIX):
-            seq = event().get("seq")
+            parsed = event()
+            seq = parsed.get("seq")
             if type(seq) is int:
                 self.recent.remove(seq)
+            self.saw_change(parsed.get("change"))
+        elif body.startswith(EDITED_PREFIX):
+            parsed = event()
+            seq, change = parsed.get("seq"), parsed.get("change")
+            text, edited = parsed.get("body"), parsed.get("edited")
+            if (type(seq) is int and type(change) is int and isinstance(text, str)
+                    and isinstance(edited, str)):
+                self.recent.edit(seq, change, edited, text)
+                self.saw_change(change)
         elif body.startswith(PRESENCE_PREFIX):
             parsed = event()
             joined, left = parsed.get("joined"), parsed.get("left")
             self.roster.apply(joined if isinstance(joined, list) else [],
                               left if isinstance(left, list) else [])
+
+    def saw_change(self, change):
+        """Note a change seq from an event (an old deletion from the admin has none)."""
+        if type(change) is int and change > self.change:
+            self.change = change
+
+    def knew_change(self, change, epoch):
+        """Note the change seq a read found, if no resync came since ``epoch`` (before the read)."""
+        self.saw_change(change)
+        if epoch == self.change_epoch:
+            self.change_known = True
 
     def revoke_access(self):
         """Forget that the room is public (it may not be any more): the next join reads it."""
@@ -76,3 +106,5 @@ class Room:
         """Forget what events may have been lost for (after the broker reconnected)."""
         self.recent.forget()
         self.revoke_access()
+        self.change_known = False
+        self.change_epoch += 1

@@ -26,6 +26,8 @@ class Room(models.Model):
     private = models.BooleanField(default=False, help_text="Only members may join.")
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="chat_rooms")
     last_seq = models.BigIntegerField(default=0, editable=False)
+    # The room's change seq: bumped by every edit and deletion, in its transaction (chat/edits.py).
+    last_change = models.BigIntegerField(default=0, db_default=0, editable=False)
     created = models.DateTimeField(default=timezone.now, editable=False)
     # The newest message's time (or the room's creation): the room lists show the newest first.
     # Set by MessageQuerySet.store in the UPDATE that takes the seq, so it costs no query.
@@ -153,6 +155,11 @@ class Message(models.Model):
                            help_text="The sender's idempotency key.")
     created = models.DateTimeField(default=timezone.now)
     deleted = models.BooleanField(default=False)
+    # Edits and deletions (chat/edits.py): when the body was last edited, and the room's change
+    # seq of the last edit or deletion (0: never changed). DB defaults: the store statement
+    # inserts without naming them.
+    edited = models.DateTimeField(null=True, blank=True, editable=False)
+    change = models.BigIntegerField(default=0, db_default=0, editable=False)
 
     objects = MessageQuerySet.as_manager()
 
@@ -164,6 +171,11 @@ class Message(models.Model):
             # Idempotency lives in the database itself: a retried send can't store twice.
             models.UniqueConstraint(fields=["room", "user", "ref"], condition=Q(ref__isnull=False),
                                     name="chat_message_room_user_ref"),
+        ]
+        indexes = [
+            # A resuming join's changes: only changed messages are indexed, so sends pay nothing.
+            models.Index(fields=["room", "change"], condition=Q(change__gt=0),
+                         name="chat_message_room_change"),
         ]
 
     def __str__(self):
@@ -255,3 +267,23 @@ class DirectConversation(models.Model):
     def other(self, user):
         """The other one of the pair."""
         return self.user_high if self.user_low_id == user.pk else self.user_low
+
+
+class MessageEdit(models.Model):
+    """One change to a message (chat/edits.py): the body it had before, when, and by whom."""
+
+    EDIT, DELETE = "edit", "delete"
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="edits")
+    action = models.CharField(max_length=6, choices=[(EDIT, "edited"), (DELETE, "deleted")])
+    body = models.TextField(help_text="the body before this change")
+    by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL,
+                           related_name="+")
+    at = models.DateTimeField(default=timezone.now)
+    change = models.BigIntegerField(help_text="the room's change seq this change took")
+
+    class Meta:
+        ordering = ["message", "change"]
+
+    def __str__(self):
+        return f"{self.message_id} {self.action} #{self.change}"

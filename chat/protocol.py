@@ -115,9 +115,33 @@ def event(kind, ref=None, **fields):
 
 def message_event(message, room_slug, username):
     """Build the ``message`` event of a stored message (also the items of history lists)."""
-    return event("message", message.ref, room=room_slug, seq=message.seq, id=message.id,
-                 user=username, body=message.body,
-                 ts=message.created.isoformat().replace("+00:00", "Z"))
+    built = event("message", message.ref, room=room_slug, seq=message.seq, id=message.id,
+                  user=username, body=message.body, ts=timestamp(message.created))
+    edited = getattr(message, "edited", None)  # history rows read without it carry none
+    return built if edited is None else with_edit(built, edited, message.change)
+
+
+def timestamp(moment):
+    """Format a datetime as the protocol does: ISO 8601 in UTC, ending in ``Z``."""
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def with_edit(message, edited, change):
+    """Mark a ``message`` event (a dict) as edited at ``edited`` (a datetime) by ``change``."""
+    message["edited"] = timestamp(edited)
+    message["change"] = change
+    return message
+
+
+def message_edited(room_slug, seq, message_id, body, edited, change, ref=None):
+    """Build ``message_edited``: message ``seq`` of the room now reads ``body``."""
+    return event("message_edited", ref, room=room_slug, seq=seq, id=message_id, body=body,
+                 edited=timestamp(edited), change=change)
+
+
+def message_deleted(room_slug, message_id, seq, change, ref=None):
+    """Build ``message_deleted`` (the admin's fields, and the change seq that deleted it)."""
+    return event("message_deleted", ref, room=room_slug, id=message_id, seq=seq, change=change)
 
 
 def error_event(error):

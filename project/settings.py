@@ -332,3 +332,7 @@ CHAT_HANDSHAKE_BURST = env_number("CHAT_HANDSHAKE_BURST", 2000)
 CHAT_HANDSHAKES_IN_FLIGHT = env_number("CHAT_HANDSHAKES_IN_FLIGHT", 1000)
 CHAT_RETRY_AFTER_MAX = env_number("CHAT_RETRY_AFTER_MAX", 10)
 CHAT_DRAIN_RATE = env_number("CHAT_DRAIN_RATE", 5000.0, float)
+# Edit and delete (chat/edits.py): seconds after sending that a user may still edit or delete
+# their own message (staff always), and the most changes a resuming join carries.
+CHAT_EDIT_WINDOW = env_number("CHAT_EDIT_WINDOW", 900.0, float)
+CHAT_JOIN_MAX_CHANGES = env_number("CHAT_JOIN_MAX_CHANGES", 500)

@@ -37,6 +37,11 @@ function start(root) {
     onNearEnd: () => sync.changed(),
     onExpand: (lo) => sync.expand(lo),
     onRetry: (ref) => sync.retry(ref),
+    onEdit: (seq, body) => sync.edit(seq, body),
+    onDelete: (seq) => sync.remove(seq),
+    // Optional attributes: without them the server still refuses what the reader may not do.
+    staff: root.dataset.staff === "1",
+    editWindow: Number(root.dataset.editWindow || 900),
   });
   const alert = new Alert(root.querySelector(".alert"), () => connection.resume());
 
@@ -55,6 +60,10 @@ function start(root) {
     failed: (ref, detail, canRetry) => messages.failed(ref, detail, canRetry),
     retrying: (ref) => messages.retrying(ref),
     removed: (seq) => messages.removed(seq),
+    edited: (change) => messages.edited(change),
+    deleted: (seq, inRange) => messages.deleted(seq, inRange),
+    changeDone: (seq) => messages.changeDone(seq),
+    changeFailed: (seq, detail) => messages.changeFailed(seq, detail),
     notice(body, key) {
       messages.notice(body, key);
       announcer.textContent = body;
@@ -94,6 +103,7 @@ function start(root) {
     seq: Number(list.dataset.seq),
     shown,
     more: list.dataset.more === "1",
+    change: Number(list.dataset.change || 0), // the page's change seq, if the server wrote it
     send: (frame) => connection.send(frame),
     view,
   });

@@ -37,12 +37,22 @@ function keyOf(el) {
   return Number(el.dataset.seq ?? el.dataset.key);
 }
 
+export const DELETED = "Message deleted";
+const EDITED = "(edited)";
+
 export class MessageList {
   // onNearTop(): the reader reached the top (or clicked "Load older messages");
   // onNearEnd(): the reader is back at the bottom; onExpand(lo): "Load older messages" on the
-  // marker of the stretch that starts at seq lo; onRetry(ref): "retry" on a message not sent.
-  constructor(root, { me, onNearTop, onNearEnd, onExpand, onRetry }) {
+  // marker of the stretch that starts at seq lo; onRetry(ref): "retry" on a message not sent;
+  // onEdit(seq, body) and onDelete(seq): the reader saved an edit of, or deleted, message seq.
+  // staff: every message gets Edit and Delete; editWindow: seconds own messages get them.
+  constructor(root, { me, onNearTop, onNearEnd, onExpand, onRetry, onEdit, onDelete,
+    staff = false, editWindow = 900 }) {
     this.me = me;
+    this.staff = staff;
+    this.editWindow = editWindow;
+    this.onEdit = onEdit;
+    this.onDelete = onDelete;
     this.log = root.querySelector(".log");
     this.list = root.querySelector(".messages");
     this.outbox = root.querySelector(".outbox");
@@ -60,7 +70,9 @@ export class MessageList {
     this.list.addEventListener("click", (event) => {
       const button = event.target.closest(".gap button");
       if (button) onExpand(Number(button.closest(".gap").dataset.lo));
+      this.clickedAction(event.target.closest(".actions button, .editor button"));
     });
+    this.list.addEventListener("keydown", (event) => this.editorKey(event));
     this.outbox.addEventListener("click", (event) => {
       const button = event.target.closest("button.retry");
       if (button) onRetry(button.closest("li").dataset.ref);
@@ -74,6 +86,7 @@ export class MessageList {
       seqs.push(Number(li.dataset.seq));
       const time = li.querySelector("time");
       if (time) setTime(time, time.dateTime);
+      if (time) this.addActions(li, li.classList.contains("mine"), time.dateTime);
     }
     this.count = seqs.length;
     this.scrollToEnd();
@@ -101,7 +114,154 @@ export class MessageList {
     const time = document.createElement("time");
     setTime(time, m.ts);
     li.append(part("strong", m.user), " ", time, " ", part("span", m.body, "body"));
+    if (m.edited) this.markEdited(li, m.edited, m.change);
+    this.addActions(li, m.user === this.me, m.ts);
     return li;
+  }
+
+  // -- edit and delete ------------------------------------------------------------------------
+
+  // Edit and Delete for own messages still in the window (the server has the last word), and
+  // for every message when the reader is staff.
+  addActions(li, mine, ts) {
+    const age = (Date.now() - new Date(ts).getTime()) / 1000;
+    if (!this.staff && !(mine && age < this.editWindow)) return;
+    const actions = part("span", "", "actions");
+    for (const [name, label] of [["edit", "Edit"], ["delete", "Delete"]]) {
+      const button = part("button", label, `link ${name}`);
+      button.type = "button";
+      actions.append(button, " ");
+    }
+    li.querySelector("time").after(" ", actions); // on the first line, the body below
+  }
+
+  clickedAction(button) {
+    if (!button) return;
+    const li = button.closest("li.msg");
+    const seq = Number(li.dataset.seq);
+    if (button.classList.contains("edit")) this.openEditor(li);
+    else if (button.classList.contains("delete")) {
+      this.changing(li, "deleting…");
+      this.onDelete(seq);
+    } else if (button.classList.contains("save")) this.saveEdit(li);
+    else if (button.classList.contains("cancel")) this.closeEditor(li);
+  }
+
+  editorKey(event) {
+    const li = event.target.closest("li.msg.editing");
+    if (!li || event.isComposing) return;
+    if (event.key === "Escape") {
+      event.preventDefault();
+      this.closeEditor(li);
+    } else if (event.key === "Enter" && !event.shiftKey && event.target.tagName === "TEXTAREA") {
+      event.preventDefault();
+      this.saveEdit(li);
+    }
+  }
+
+  openEditor(li) {
+    if (li.classList.contains("editing")) return;
+    li.classList.add("editing");
+    const editor = part("span", "", "editor");
+    const field = document.createElement("textarea");
+    field.rows = 2;
+    field.value = li.querySelector(".body").textContent;
+    field.setAttribute("aria-label", "Edit message");
+    const save = part("button", "Save", "save");
+    const cancel = part("button", "Cancel", "link cancel");
+    save.type = cancel.type = "button";
+    editor.append(field, " ", save, " ", cancel, " ", part("span", "", "change-state"));
+    li.append(editor);
+    field.focus();
+  }
+
+  saveEdit(li) {
+    const field = li.querySelector(".editor textarea");
+    const body = field.value;
+    if (!body.trim()) return; // the protocol refuses bodies of only white space
+    if (body === li.querySelector(".body").textContent) {
+      this.closeEditor(li);
+      return;
+    }
+    this.changing(li, "saving…");
+    this.onEdit(Number(li.dataset.seq), body);
+  }
+
+  closeEditor(li) {
+    li.classList.remove("editing");
+    li.querySelector(".editor")?.remove();
+  }
+
+  changing(li, text) {
+    li.classList.add("changing");
+    for (const el of li.querySelectorAll(".editor textarea, .editor button, .actions button")) el.disabled = true;
+    this.stateOf(li).textContent = text;
+  }
+
+  stateOf(li) {
+    return li.querySelector(".editor .change-state") || li.querySelector(".change-state")
+      || li.appendChild(part("span", "", "change-state"));
+  }
+
+  byseq(seq) {
+    return this.list.querySelector(`li.msg[data-seq="${Number(seq)}"]`);
+  }
+
+  // The server took our edit or deletion of message seq (its event comes separately).
+  changeDone(seq) {
+    const li = this.byseq(seq);
+    if (!li) return;
+    this.closeEditor(li);
+    this.unchanging(li, "");
+  }
+
+  // The server refused it (or the connection went): say why, and let the reader try again.
+  changeFailed(seq, detail) {
+    const li = this.byseq(seq);
+    if (li) this.unchanging(li, detail);
+  }
+
+  unchanging(li, text) {
+    li.classList.remove("changing");
+    for (const el of li.querySelectorAll(".editor textarea, .editor button, .actions button")) el.disabled = false;
+    const state = this.stateOf(li);
+    state.textContent = text;
+    if (!text) state.remove();
+  }
+
+  markEdited(li, edited, change) {
+    let mark = li.querySelector(".edited");
+    if (!mark) {
+      mark = part("span", EDITED, "edited");
+      li.querySelector("time").after(" ", mark);
+    }
+    const when = new Date(edited);
+    if (!Number.isNaN(when.getTime())) mark.title = `edited ${dated.format(when)}`;
+    li.dataset.change = change || 0;
+  }
+
+  // Message `seq` now reads `body` (a message_edited event, or a newer copy of the message).
+  // Changes come out of order across workers: only a newer one than the shown is applied.
+  edited({ seq, body, edited, change }) {
+    const li = this.byseq(seq);
+    if (!li || Number(li.dataset.change || 0) >= change) return;
+    li.querySelector(".body").textContent = body;
+    this.markEdited(li, edited, change);
+  }
+
+  // Message `seq` is deleted: a placeholder takes its place (`inRange`: also where nothing
+  // was shown, a seq the page accounts for).
+  deleted(seq, inRange) {
+    const li = this.byseq(seq);
+    if (!li && (!inRange || this.list.querySelector(`li.deleted[data-key="${Number(seq)}"]`))) return;
+    const placeholder = part("li", DELETED, "deleted");
+    placeholder.dataset.key = seq;
+    if (li) {
+      li.replaceWith(placeholder);
+      this.count -= 1;
+    } else {
+      this.insert(placeholder);
+    }
   }
 
   // Insert messages (none shown before) at their seq. Older pages keep the reader's place;
@@ -236,10 +396,7 @@ export class MessageList {
   }
 
   removed(seq) {
-    const li = this.list.querySelector(`li[data-seq="${Number(seq)}"]`);
-    if (!li) return;
-    li.remove();
-    this.count -= 1;
+    this.deleted(seq, false);
   }
 
   // A line from the server or the page, kept at `key` among the messages.

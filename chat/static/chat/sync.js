@@ -15,6 +15,7 @@ const FATAL_JOIN = new Set(["forbidden", "unknown_room"]);
 const GAP_RETRY = 1000; // ms before asking again for a hole whose page was refused (rate_limited)
 const RESTARTED = "The server's history was reset: these are its latest messages.";
 const NOT_HERE = "you are not in this room";
+const LOST = "not saved: no connection to the server";
 
 // A v4 UUID: crypto.randomUUID where the page is a secure context, else getRandomValues.
 export function newRef() {
@@ -30,8 +31,10 @@ export class RoomSync {
   // view: show(messages, how), pending(ref, body), confirm(ref), failed(ref, detail, canRetry),
   //   retrying(ref), removed(seq), presence(names), presenceChange(joined, left), typing(user),
   //   notice(body, key), joined(), older(more, earlier), gaps(holes), trim(window, keepMost)
-  //   -> the oldest seq kept, or null; cleared(), refused(detail), joinFailed()
-  constructor({ room, me, seq, shown, more, send, view, limits = LIMITS }) {
+  //   -> the oldest seq kept, or null; cleared(), refused(detail), joinFailed(),
+  //   edited(change), deleted(seq, inRange), changeDone(seq), changeFailed(seq, detail)
+  // change: the room's change seq the page was rendered at (0: unknown, every change is asked).
+  constructor({ room, me, seq, shown, more, send, view, limits = LIMITS, change = 0 }) {
     this.room = room;
     this.me = me;
     this.send = send; // frame -> bool
@@ -46,6 +49,8 @@ export class RoomSync {
     this.refusal = null; // why the room is closed to us: we don't join it again
     this.inFlight = { gap: false, older: false, expand: false };
     this.markedShown = "";
+    this.change = change; // the room's change seq this page has applied
+    this.changes = new Map(); // ref of an edit or delete sent -> seq
   }
 
   // The socket is open: join, resuming after the newest seq this page knows.
@@ -54,7 +59,8 @@ export class RoomSync {
     if (this.refusal !== null) return;
     this.joinRef = newRef();
     this.joinSince = this.seqs.top;
-    this.send({ type: "join", room: this.room, since: this.joinSince, ref: this.joinRef });
+    this.send({ type: "join", room: this.room, since: this.joinSince, changes_since: this.change,
+      ref: this.joinRef });
   }
 
   // A new HTTP stream joined the room for us (another worker answered), resuming after
@@ -70,6 +76,8 @@ export class RoomSync {
     this.requests.clear();
     this.inFlight = { gap: false, older: false, expand: false };
     this.outbox.pause();
+    for (const seq of this.changes.values()) this.view.changeFailed(seq, LOST);
+    this.changes.clear();
   }
 
   handle(frame) {
@@ -88,8 +96,10 @@ export class RoomSync {
         this.requests.delete(frame.ref);
         return request && request.answered(frame);
       }
+      case "message_edited":
+        return this.applyChange(frame);
       case "message_deleted":
-        return this.view.removed(frame.seq);
+        return this.applyChange(frame);
       case "presence":
         return this.view.presenceChange(frame.joined || [], frame.left || []);
       case "typing":
@@ -111,6 +121,10 @@ export class RoomSync {
     // Without `more`, joined holds everything after `since`; with it, from its first message on.
     const from = frame.more && messages.length ? messages[0].seq : this.joinSince + 1;
     this.seqs.cover(from, frame.seq);
+    for (const change of frame.changes || []) this.applyChange(change);
+    this.placeholders(frame.deleted);
+    if (frame.change !== undefined) this.change = Math.max(this.change, frame.change);
+    if (frame.changes_more) this.reload(frame.seq); // too many to apply: read the room again
     this.view.joined();
     this.changed();
     this.outbox.resume();
@@ -124,10 +138,61 @@ export class RoomSync {
     this.inFlight = { gap: false, older: false, expand: false };
     this.seqs.restart(seq);
     this.joinSince = seq;
+    this.change = 0;
     this.view.cleared();
     this.markedShown = "";
     this.view.notice(RESTARTED, seq + 0.5);
     this.view.older(this.seqs.olderMore, seq);
+  }
+
+  // More changes were made while away than a join carries: show the room's newest messages
+  // as they are now, and older ones from the top edge, as after a restart but without notice.
+  reload(seq) {
+    this.requests.clear();
+    this.inFlight = { gap: false, older: false, expand: false };
+    this.seqs.restart(seq);
+    this.view.cleared();
+    this.markedShown = "";
+    this.view.older(this.seqs.olderMore, seq);
+    this.loadOlder();
+  }
+
+  // An edit or a deletion (live, or from joined's changes); ours is confirmed by its ref.
+  applyChange(change) {
+    if (this.changes.has(change.ref)) {
+      this.changes.delete(change.ref);
+      this.view.changeDone(change.seq);
+    }
+    if (change.type === "message_deleted") this.view.deleted(change.seq, this.accounts(change.seq));
+    else this.view.edited(change);
+    if (typeof change.change === "number") this.change = Math.max(this.change, change.change);
+  }
+
+  // Placeholders for deleted seqs the page accounts for (joined and history list them).
+  placeholders(seqs, lo = this.seqs.floor) {
+    for (const seq of seqs || []) if (this.accounts(seq, lo)) this.view.deleted(seq, true);
+  }
+
+  accounts(seq, lo = this.seqs.floor) {
+    return seq >= lo && seq <= this.seqs.top
+      && !this.seqs.holes.some((h) => h.lo <= seq && seq <= h.hi);
+  }
+
+  edit(seq, body) {
+    this.change_("edit", seq, { body });
+  }
+
+  remove(seq) {
+    this.change_("delete", seq, {});
+  }
+
+  change_(type, seq, fields) {
+    const ref = newRef();
+    if (!this.joined || !this.send({ type, room: this.room, seq, ref, ...fields })) {
+      this.view.changeFailed(seq, LOST);
+      return;
+    }
+    this.changes.set(ref, seq);
   }
 
   // The room is closed to us (not a member, no such room, removed): say why and stay out.
@@ -143,6 +208,10 @@ export class RoomSync {
     if (ref !== undefined && ref === this.joinRef) {
       if (FATAL_JOIN.has(frame.code)) this.refuse(frame.detail);
       else this.view.joinFailed(); // e.g. the database was busy: again, through the backoff
+    } else if (this.changes.has(ref)) {
+      const seq = this.changes.get(ref);
+      this.changes.delete(ref);
+      this.view.changeFailed(seq, frame.detail);
     } else if (this.outbox.has(ref)) {
       this.outbox.refused(ref, frame.code, frame.detail);
     } else if (this.requests.has(ref)) {
@@ -159,6 +228,7 @@ export class RoomSync {
     for (const m of messages) {
       if (m.user === this.me) this.outbox.confirmed(m.ref);
       if (this.seqs.admit(m.seq, older)) fresh.push(m);
+      else if (m.edited) this.view.edited(m); // shown already, perhaps with an older body
     }
     if (fresh.length) this.view.show(fresh, how);
   }
@@ -204,6 +274,7 @@ export class RoomSync {
       // hole's start) up to `before`; the seqs in between that it lacks are deleted ones.
       const from = page.more && page.messages.length ? page.messages[0].seq : lo;
       this.seqs.cover(from, before - 1);
+      this.placeholders((page.deleted || []).filter((seq) => seq < before), from);
       this.changed();
     });
   }
@@ -213,7 +284,11 @@ export class RoomSync {
     if (!this.joined || this.inFlight.older || !this.seqs.olderMore) return;
     this.request("older", { before: this.seqs.floor, limit: this.limits.olderPage }, (page) => {
       this.take(page.messages, "older");
+      const floor = this.seqs.floor;
       this.seqs.older(page.messages, page.more);
+      // Without `more` the page reaches down to seq 1: its deleted seqs are on screen too.
+      const lo = page.more && page.messages.length ? page.messages[0].seq : 1;
+      this.placeholders((page.deleted || []).filter((seq) => seq < floor), lo);
       this.view.older(page.more, this.seqs.floor - 1);
     });
   }
