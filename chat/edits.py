@@ -51,13 +51,32 @@ def delete(user, room_id, slug, seq):
     """Delete message ``seq`` softly (its seq stays taken); return ``Changed``."""
     with db_work(), transaction.atomic():
         message = _changeable(user, room_id, slug, seq, "delete")
-        change = _take_change(room_id)
-        MessageEdit.objects.create(message=message, action=MessageEdit.DELETE, body=message.body,
-                                   by=user, change=change)
-        Message.objects.filter(pk=message.pk).update(deleted=True, change=change)
-        message.change = change
-    logger.info("%s deleted %s#%s (change %s)", user.get_username(), slug, seq, change)
+        _delete(message, user)
+    logger.info("%s deleted %s#%s (change %s)", user.get_username(), slug, seq, message.change)
     return _changed(message)
+
+
+def delete_shown(messages, by):
+    """Delete ``messages`` (the admin's choice) as ``delete`` does; return those deleted now.
+
+    Each takes its room's change seq, so that a client away meanwhile learns of it on ``join``.
+    """
+    done = []
+    with db_work(), transaction.atomic():
+        locked = Message.objects.select_for_update().filter(pk__in=[m.pk for m in messages],
+                                                            deleted=False)
+        for message in locked.select_related("room").order_by("room_id", "seq"):
+            _delete(message, by)
+            done.append(message)
+    logger.info("%s deleted %s messages from the admin", by.get_username(), len(done))
+    return done
+
+
+def _delete(message, by):
+    message.change = _take_change(message.room_id)
+    MessageEdit.objects.create(message=message, action=MessageEdit.DELETE, body=message.body,
+                               by=by, change=message.change)
+    Message.objects.filter(pk=message.pk).update(deleted=True, change=message.change)
 
 
 def _changeable(user, room_id, slug, seq, verb):

@@ -39,8 +39,8 @@ def announce(body, room=None):
 
 def message_deleted(message):
     """Tell the room's sockets that ``message`` is gone (they remove it)."""
-    publish(message.room.slug, protocol.event("message_deleted", room=message.room.slug,
-                                              id=message.id, seq=message.seq))
+    publish(message.room.slug, protocol.message_deleted(message.room.slug, message.id,
+                                                         message.seq, message.change))
 
 
 def control(event):

@@ -54,10 +54,12 @@ def test_deleting_a_message_in_the_admin_removes_it_from_open_sockets(
     response = client.post("/admin/chat/message/", {
         "action": "delete_selected", "_selected_action": [doomed.pk], "post": "yes"})
     assert response.status_code == 302
+    # A change seq, as a delete frame takes: a client away meanwhile learns of it on join.
     assert receive_type(ws, "message_deleted") == {
-        "type": "message_deleted", "room": room, "id": doomed.pk, "seq": 2}
+        "type": "message_deleted", "room": room, "id": doomed.pk, "seq": 2, "change": 1}
     doomed.refresh_from_db()
-    assert doomed.deleted is True
+    assert (doomed.deleted, doomed.change) == (True, 1)
+    assert [(e.action, e.by_id, e.body) for e in doomed.edits.all()] == [("delete", admin.pk, "message 2")]
     send(ws, type="history", room=room)
     assert [m["seq"] for m in receive_type(ws, "history")["messages"]] == [1, 3]
     ws.close()
