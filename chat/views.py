@@ -117,7 +117,8 @@ def room_page(request, room, status=200, error=None, body="", ref=None):
     latest = (Message.objects.shown().before(room, room.last_seq + 1)
               .select_related("user")[:ROOM_PAGE_MESSAGES])
     context = {"room": room, "messages": list(latest)[::-1], "error": error, "body": body,
-               "ref": ref or str(uuid.uuid4()), "body_max": settings.CHAT_BODY_MAX_CHARS}
+               "ref": ref or str(uuid.uuid4()), "body_max": settings.CHAT_BODY_MAX_CHARS,
+               "edit_window": f"{settings.CHAT_EDIT_WINDOW:g}"}
     return render(request, "chat/room_detail.html", context, status=status)
 
 

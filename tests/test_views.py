@@ -189,7 +189,9 @@ def test_the_room_page_shows_messages_oldest_first_with_author_and_time(client, 
     post_message(room, bob, "second")
     page = client.get("/rooms/lobby/").content.decode()
     assert page.index("first") < page.index("second")
-    assert "<strong>bob</strong>" in page and "<time datetime=" in page
+    # Another's name links to a direct conversation with them; one's own does not.
+    assert '<strong><a href="/direct/bob/" title="Direct message with bob">bob</a></strong>' in page
+    assert "<strong>alice</strong>" in page and "<time datetime=" in page
     assert f'data-room="lobby" data-seq="{room.last_seq}"' in page
 
 

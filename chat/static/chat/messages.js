@@ -3,6 +3,9 @@
 // textContent, never as HTML. Each item of the list has a key to sort by: a message its seq,
 // a marker or a notice a seq plus or minus a half.
 
+import { part } from "./dom.js";
+import { Editing } from "./edits.js";
+
 const NEAR = 120; // px from an edge that counts as "at" it
 
 const clock = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
@@ -22,13 +25,6 @@ function setTime(el, iso) {
   el.title = dated.format(when);
 }
 
-function part(tag, text, className) {
-  const el = document.createElement(tag);
-  if (className) el.className = className;
-  el.textContent = text;
-  return el;
-}
-
 export function earlier(n) {
   return `${count.format(n)} earlier message${n === 1 ? "" : "s"}`;
 }
@@ -38,7 +34,6 @@ function keyOf(el) {
 }
 
 export const DELETED = "Message deleted";
-const EDITED = "(edited)";
 
 export class MessageList {
   // onNearTop(): the reader reached the top (or clicked "Load older messages");
@@ -49,12 +44,10 @@ export class MessageList {
   constructor(root, { me, onNearTop, onNearEnd, onExpand, onRetry, onEdit, onDelete,
     staff = false, editWindow = 900 }) {
     this.me = me;
-    this.staff = staff;
-    this.editWindow = editWindow;
-    this.onEdit = onEdit;
-    this.onDelete = onDelete;
+    this.directPath = root.dataset.direct || "/direct/";
     this.log = root.querySelector(".log");
     this.list = root.querySelector(".messages");
+    this.editing = new Editing(this.list, { staff, editWindow, onEdit, onDelete });
     this.outbox = root.querySelector(".outbox");
     this.empty = root.querySelector(".empty");
     this.olderButton = root.querySelector(".older");
@@ -70,9 +63,7 @@ export class MessageList {
     this.list.addEventListener("click", (event) => {
       const button = event.target.closest(".gap button");
       if (button) onExpand(Number(button.closest(".gap").dataset.lo));
-      this.clickedAction(event.target.closest(".actions button, .editor button"));
     });
-    this.list.addEventListener("keydown", (event) => this.editorKey(event));
     this.outbox.addEventListener("click", (event) => {
       const button = event.target.closest("button.retry");
       if (button) onRetry(button.closest("li").dataset.ref);
@@ -86,7 +77,7 @@ export class MessageList {
       seqs.push(Number(li.dataset.seq));
       const time = li.querySelector("time");
       if (time) setTime(time, time.dateTime);
-      if (time) this.addActions(li, li.classList.contains("mine"), time.dateTime);
+      if (time) this.editing.addActions(li, li.classList.contains("mine"), time.dateTime);
     }
     this.count = seqs.length;
     this.scrollToEnd();
@@ -113,140 +104,41 @@ export class MessageList {
     li.dataset.id = m.id;
     const time = document.createElement("time");
     setTime(time, m.ts);
-    li.append(part("strong", m.user), " ", time, " ", part("span", m.body, "body"));
-    if (m.edited) this.markEdited(li, m.edited, m.change);
-    this.addActions(li, m.user === this.me, m.ts);
+    li.append(this.author(m.user), " ", time, " ", part("span", m.body, "body"));
+    if (m.edited) this.editing.markEdited(li, m.edited, m.change);
+    this.editing.addActions(li, m.user === this.me, m.ts);
     return li;
   }
 
-  // -- edit and delete ------------------------------------------------------------------------
-
-  // Edit and Delete for own messages still in the window (the server has the last word), and
-  // for every message when the reader is staff.
-  addActions(li, mine, ts) {
-    const age = (Date.now() - new Date(ts).getTime()) / 1000;
-    if (!this.staff && !(mine && age < this.editWindow)) return;
-    const actions = part("span", "", "actions");
-    for (const [name, label] of [["edit", "Edit"], ["delete", "Delete"]]) {
-      const button = part("button", label, `link ${name}`);
-      button.type = "button";
-      actions.append(button, " ");
+  // The author's name; another's links to a direct conversation with them (like presence.js).
+  author(name) {
+    const strong = document.createElement("strong");
+    if (name === this.me) {
+      strong.textContent = name;
+      return strong;
     }
-    li.querySelector("time").after(" ", actions); // on the first line, the body below
-  }
-
-  clickedAction(button) {
-    if (!button) return;
-    const li = button.closest("li.msg");
-    const seq = Number(li.dataset.seq);
-    if (button.classList.contains("edit")) this.openEditor(li);
-    else if (button.classList.contains("delete")) {
-      this.changing(li, "deleting…");
-      this.onDelete(seq);
-    } else if (button.classList.contains("save")) this.saveEdit(li);
-    else if (button.classList.contains("cancel")) this.closeEditor(li);
-  }
-
-  editorKey(event) {
-    const li = event.target.closest("li.msg.editing");
-    if (!li || event.isComposing) return;
-    if (event.key === "Escape") {
-      event.preventDefault();
-      this.closeEditor(li);
-    } else if (event.key === "Enter" && !event.shiftKey && event.target.tagName === "TEXTAREA") {
-      event.preventDefault();
-      this.saveEdit(li);
-    }
-  }
-
-  openEditor(li) {
-    if (li.classList.contains("editing")) return;
-    li.classList.add("editing");
-    const editor = part("span", "", "editor");
-    const field = document.createElement("textarea");
-    field.rows = 2;
-    field.value = li.querySelector(".body").textContent;
-    field.setAttribute("aria-label", "Edit message");
-    const save = part("button", "Save", "save");
-    const cancel = part("button", "Cancel", "link cancel");
-    save.type = cancel.type = "button";
-    editor.append(field, " ", save, " ", cancel, " ", part("span", "", "change-state"));
-    li.append(editor);
-    field.focus();
-  }
-
-  saveEdit(li) {
-    const field = li.querySelector(".editor textarea");
-    const body = field.value;
-    if (!body.trim()) return; // the protocol refuses bodies of only white space
-    if (body === li.querySelector(".body").textContent) {
-      this.closeEditor(li);
-      return;
-    }
-    this.changing(li, "saving…");
-    this.onEdit(Number(li.dataset.seq), body);
-  }
-
-  closeEditor(li) {
-    li.classList.remove("editing");
-    li.querySelector(".editor")?.remove();
-  }
-
-  changing(li, text) {
-    li.classList.add("changing");
-    for (const el of li.querySelectorAll(".editor textarea, .editor button, .actions button")) el.disabled = true;
-    this.stateOf(li).textContent = text;
-  }
-
-  stateOf(li) {
-    return li.querySelector(".editor .change-state") || li.querySelector(".change-state")
-      || li.appendChild(part("span", "", "change-state"));
+    const link = part("a", name);
+    link.href = `${this.directPath}${encodeURIComponent(name)}/`;
+    link.title = `Direct message with ${name}`;
+    strong.append(link);
+    return strong;
   }
 
   byseq(seq) {
     return this.list.querySelector(`li.msg[data-seq="${Number(seq)}"]`);
   }
 
-  // The server took our edit or deletion of message seq (its event comes separately).
+  // Edit and delete (edits.js) for the page, which talks to this list only.
   changeDone(seq) {
-    const li = this.byseq(seq);
-    if (!li) return;
-    this.closeEditor(li);
-    this.unchanging(li, "");
+    this.editing.changeDone(seq);
   }
 
-  // The server refused it (or the connection went): say why, and let the reader try again.
   changeFailed(seq, detail) {
-    const li = this.byseq(seq);
-    if (li) this.unchanging(li, detail);
+    this.editing.changeFailed(seq, detail);
   }
 
-  unchanging(li, text) {
-    li.classList.remove("changing");
-    for (const el of li.querySelectorAll(".editor textarea, .editor button, .actions button")) el.disabled = false;
-    const state = this.stateOf(li);
-    state.textContent = text;
-    if (!text) state.remove();
-  }
-
-  markEdited(li, edited, change) {
-    let mark = li.querySelector(".edited");
-    if (!mark) {
-      mark = part("span", EDITED, "edited");
-      li.querySelector("time").after(" ", mark);
-    }
-    const when = new Date(edited);
-    if (!Number.isNaN(when.getTime())) mark.title = `edited ${dated.format(when)}`;
-    li.dataset.change = change || 0;
-  }
-
-  // Message `seq` now reads `body` (a message_edited event, or a newer copy of the message).
-  // Changes come out of order across workers: only a newer one than the shown is applied.
-  edited({ seq, body, edited, change }) {
-    const li = this.byseq(seq);
-    if (!li || Number(li.dataset.change || 0) >= change) return;
-    li.querySelector(".body").textContent = body;
-    this.markEdited(li, edited, change);
+  edited(change) {
+    this.editing.edited(change);
   }
 
   // Message `seq` is deleted: a placeholder takes its place (`inRange`: also where nothing
