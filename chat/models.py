@@ -4,8 +4,10 @@ from datetime import timedelta
 import logging
 
 from django.conf import settings
+from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.search import SearchConfig, SearchVectorField
 from django.db import DatabaseError, connections, models
-from django.db.models import ExpressionWrapper, Q
+from django.db.models import ExpressionWrapper, F, Func, Q
 from django.db.models.functions import Now
 from django.utils import timezone
 
@@ -159,6 +161,12 @@ class Message(models.Model):
             # Idempotency lives in the database itself: a retried send can't store twice.
             models.UniqueConstraint(fields=["room", "user", "ref"], condition=Q(ref__isnull=False),
                                     name="chat_message_room_user_ref"),
+        ]
+        indexes = [
+            # Full-text search (chat/search.py): a functional index, so edits need no second
+            # column kept in step; the query must use this very expression to be served by it.
+            GinIndex(Func(SearchConfig(settings.CHAT_SEARCH_CONFIG), F("body"), function="to_tsvector",
+                          output_field=SearchVectorField()), name="chat_message_body_search"),
         ]
 
     def __str__(self):
