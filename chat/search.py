@@ -104,11 +104,11 @@ def search(user, text, page=1):
 
     Raises ``SearchTimedOut`` when the query runs past ``CHAT_SEARCH_TIMEOUT``.
     """
-    _check_index_once()
     sql, params = _query(user, text, page)
     try:
         with transaction.atomic(), connection.cursor() as cursor:
             _set_timeout(cursor)
+            _check_index_once(cursor)
             cursor.execute(sql, params)
             rows = cursor.fetchall()
             only_stop_words = not rows and page == 1 and _only_stop_words(cursor, text)
@@ -158,7 +158,13 @@ def vector_sql(column):
 # The body as HTML text, without the marker characters (so that they mark only matches).
 _ESCAPED_BODY = ("replace(replace(replace(replace(replace(translate(m.body, E'\\x02\\x03', ''), "
                  "'&', '&amp;'), '<', '&lt;'), '>', '&gt;'), '\"', '&quot;'), '''', '&#x27;')")
-_HEADLINE_OPTIONS = f'StartSel="{START}", StopSel="{STOP}", MinWords=15, MaxWords=35'
+# A short message is shown whole (ts_headline would start it at the first match); a long one as
+# its best two fragments.
+WHOLE_BELOW = 300  # characters
+_MARKS = f'StartSel="{START}", StopSel="{STOP}"'
+_HEADLINE_OPTIONS = (f"CASE WHEN length(m.body) < {WHOLE_BELOW} THEN '{_MARKS}, HighlightAll=true' "
+                     f"ELSE '{_MARKS}, MaxFragments=2, MinWords=10, MaxWords=25, "
+                     f"FragmentDelimiter=\" \u2026 \"' END")
 
 
 def _query(user, text, page):
@@ -178,15 +184,15 @@ def _query(user, text, page):
         )
         SELECT r.slug, r.name, m.seq, u.{User.USERNAME_FIELD}, m.created,
                ts_headline(%(config)s::regconfig, {_ESCAPED_BODY},
-                           websearch_to_tsquery(%(config)s::regconfig, %(text)s), %(options)s)
+                           websearch_to_tsquery(%(config)s::regconfig, %(text)s),
+                           {_HEADLINE_OPTIONS})
         FROM hits
         JOIN {Message._meta.db_table} m ON m.id = hits.id
         JOIN {Room._meta.db_table} r ON r.id = m.room_id
         JOIN {User._meta.db_table} u ON u.id = m.user_id
         ORDER BY m.id DESC"""
     params = {"config": settings.CHAT_SEARCH_CONFIG, "text": text, "user": user.pk,
-              "limit": PAGE_SIZE + 1, "offset": (page - 1) * PAGE_SIZE,
-              "options": _HEADLINE_OPTIONS}
+              "limit": PAGE_SIZE + 1, "offset": (page - 1) * PAGE_SIZE}
     return sql, params
 
 
@@ -206,15 +212,14 @@ def _only_stop_words(cursor, text):
 _index_checked = False
 
 
-def _check_index_once():
+def _check_index_once(cursor):
     """Warn once per process when the index was built with another config than the setting's."""
     global _index_checked
     if _index_checked:
         return
+    cursor.execute("SELECT indexdef FROM pg_indexes WHERE indexname = %s", [INDEX_NAME])
+    row = cursor.fetchone()
     _index_checked = True
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT indexdef FROM pg_indexes WHERE indexname = %s", [INDEX_NAME])
-        row = cursor.fetchone()
     expected = f"to_tsvector('{settings.CHAT_SEARCH_CONFIG}'::regconfig"
     if row is None or expected not in row[0]:
         logger.warning("CHAT_SEARCH_CONFIG=%s but index %s is %s: searches can't use it and "
