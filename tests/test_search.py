@@ -1,7 +1,8 @@
 """Full-text search (chat/search.py, chat/searchviews.py) against a real gunicorn (2 workers).
 
 Every test searches for words of its own (random letters), so that the messages of other
-tests in the shared database never match.
+tests in the shared database never match. The last test drives it in Chromium, with
+tests/test_browser.py's set-up; ORM work goes through its ``orm()`` (Playwright's loop).
 """
 import html
 import random
@@ -14,6 +15,13 @@ import psycopg2
 import pytest
 
 from chat import search
+# Its fixtures too, used by name: one Chromium, pages that must end clean, ORM between calls.
+from tests.test_browser import XSS, browser, make_room, make_users, open_page, orm  # noqa: F401
+
+try:
+    from playwright.sync_api import expect
+except ImportError:  # the ``browser`` fixture skips or fails and says why
+    expect = None
 
 TIMEOUT = 10
 CONSONANTS = "bcdfghjklmnpqrstvwxz"  # no vowels: the stemmer leaves such words as they are
@@ -84,7 +92,7 @@ def add_messages(django_db_blocker):
 
         from chat.models import Message, Room
 
-        with django_db_blocker.unblock():
+        with orm(django_db_blocker):
             user = get_user_model().objects.get(username=username)
             room = Room.objects.get(slug=slug)
             seqs = list(range(room.last_seq + 1, room.last_seq + 1 + len(bodies)))
@@ -119,7 +127,7 @@ def test_deleted_messages_are_never_found(people, make_room, add_messages, djang
     alice, a_name, _, _ = people
     room, secret = make_room(), word()
     add_messages(room, a_name, [f"kept {secret}", f"taken back {secret}"])
-    with django_db_blocker.unblock():
+    with orm(django_db_blocker):
         Message.objects.filter(room__slug=room, seq=2).update(deleted=True)
     assert hits(alice.search(secret)[2]) == [(room, 1)]
 
@@ -241,7 +249,7 @@ def test_the_context_page_is_403_for_an_outsider_and_404_for_a_deleted_or_unknow
     alice, a_name, bob, _ = people
     private, secret = make_room(private=True, members=[a_name]), word()
     add_messages(private, a_name, [secret, "taken back"])
-    with django_db_blocker.unblock():
+    with orm(django_db_blocker):
         Message.objects.filter(room__slug=private, seq=2).update(deleted=True)
 
     assert alice.get(f"/rooms/{private}/messages/1/")[0] == 200
@@ -298,3 +306,33 @@ def test_a_long_message_is_shown_as_its_matching_fragments(people, make_room, ad
     snippet, = snippets(alice.search(secret)[2])
     assert snippet.count(f"<mark>{secret}</mark>") == 2
     assert " \u2026 " in snippet and snippet.count("filler") < 60
+
+
+def test_in_a_browser_the_header_search_finds_a_message_and_opens_it_among_its_neighbours(
+        server, make_users, make_room, add_messages, open_page):
+    (name, key), = make_users(1, prefix="searcher")
+    room, secret = make_room(), word()
+    body = f"{XSS} the {secret} one"
+    add_messages(room, name, [body if n == 15 else f"message {n}" for n in range(1, 31)])
+    page = open_page(key)
+    page.page.goto(f"{server.url}/")
+
+    box = page.page.get_by_role("searchbox", name="Search messages")
+    box.fill(secret)
+    box.press("Enter")
+    expect(page.page).to_have_url(f"{server.url}/search/?q={secret}")
+    expect(page.page.locator(".hit")).to_have_count(1)
+    expect(page.page.locator(".snippet")).to_have_text(body)  # the markup shown as text
+    expect(page.page.locator(".snippet mark")).to_have_text(secret)
+    page.page.locator(".hit-where a").click()
+
+    expect(page.page).to_have_url(f"{server.url}/rooms/{room}/messages/15/?q={secret}#m15")
+    expect(page.page.locator(".messages.context > li.msg")).to_have_count(21)
+    target = page.page.locator("li.msg.target")
+    expect(target).to_have_attribute("id", "m15")
+    expect(target.locator(".body")).to_have_text(body)
+    expect(target).to_be_in_viewport()
+    assert page.page.evaluate("document.querySelectorAll('img').length") == 0
+    page.page.get_by_role("link", name="Open the live room").click()
+    expect(page.page).to_have_url(f"{server.url}/rooms/{room}/")
+    page.online()
