@@ -41,6 +41,9 @@ PAST_LAST_PAGE = (f"Only the first {MAX_PAGE} pages of results are shown: "
                   "add words to narrow the search.")
 ONLY_STOP_WORDS = ("Those words are too common to be searched for (like \u201cthe\u201d or "
                    "\u201cand\u201d): add a more specific word.")
+ONLY_EXCLUSIONS = ("Say what to find, not only what to leave out: a search needs a word "
+                   "that must be there (\u201c-word\u201d and \u201cor -word\u201d alone "
+                   "would match nearly every message).")
 TIMED_OUT = ("The search took too long and was stopped. Try more specific words, "
              "or a phrase in quotes.")
 
@@ -102,24 +105,30 @@ def page_number(value):
 def search(user, text, page=1):
     """Find the messages matching ``text`` that ``user`` may read: one page of :class:`Results`.
 
-    Raises ``SearchTimedOut`` when the query runs past ``CHAT_SEARCH_TIMEOUT``.
+    Raises ``BadRequest`` for a query of exclusions only, and ``SearchTimedOut`` when the
+    query runs past ``CHAT_SEARCH_TIMEOUT``.
     """
     sql, params = _query(user, text, page)
     try:
         with transaction.atomic(), connection.cursor() as cursor:
             _set_timeout(cursor)
             _check_index_once(cursor)
+            kind = _kind(cursor, text)
+            if kind == "empty":
+                return Results([], page, False, only_stop_words=True)
+            if kind == "unindexable":
+                raise BadRequest(ONLY_EXCLUSIONS)
             cursor.execute(sql, params)
             rows = cursor.fetchall()
-            only_stop_words = not rows and page == 1 and _only_stop_words(cursor, text)
     except OperationalError as error:
         if getattr(error.__cause__, "pgcode", None) != QUERY_CANCELED:
             raise
-        logger.warning("search by %s stopped after %ss: %r", user.get_username(),
-                       settings.CHAT_SEARCH_TIMEOUT, text)
+        # The length, not the words: what people search for stays out of the logs.
+        logger.warning("search by %s stopped after %ss (%s characters, page %s)",
+                       user.get_username(), settings.CHAT_SEARCH_TIMEOUT, len(text), page)
         raise SearchTimedOut(TIMED_OUT) from None
     hits = [Hit(*row[:5], snippet=snippet(row[5])) for row in rows[:PAGE_SIZE]]
-    return Results(hits, page, len(rows) > PAGE_SIZE, only_stop_words)
+    return Results(hits, page, len(rows) > PAGE_SIZE)
 
 
 def explain(user, text, page=1, analyze=False):
@@ -202,11 +211,16 @@ def _set_timeout(cursor):
     cursor.execute(f"SET LOCAL statement_timeout = {milliseconds}")
 
 
-def _only_stop_words(cursor, text):
-    """Tell whether ``text`` gives no lexeme at all (only stop words, or only punctuation)."""
-    cursor.execute("SELECT numnode(websearch_to_tsquery(%s::regconfig, %s)) = 0",
+def _kind(cursor, text):
+    """Say what ``text`` asks: "empty" (no lexeme: only stop words or punctuation),
+    "unindexable" (only exclusions, which the index can't serve: every message would be read),
+    or "words".
+    """
+    cursor.execute("SELECT numnode(q) = 0, querytree(q) = 'T' "
+                   "FROM websearch_to_tsquery(%s::regconfig, %s) q",
                    [settings.CHAT_SEARCH_CONFIG, text])
-    return cursor.fetchone()[0]
+    empty, unindexable = cursor.fetchone()
+    return "empty" if empty else "unindexable" if unindexable else "words"
 
 
 _index_checked = False

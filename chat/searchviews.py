@@ -48,6 +48,8 @@ def search_page(request):
         return response
     try:
         results = search.search(request.user, query, page)
+    except BadRequest as error:
+        return _render(request, text, error=error.detail, status=400)
     except search.SearchTimedOut as error:
         response = _render(request, text, error=error.detail, status=503)
         response["Retry-After"] = "5"

@@ -182,7 +182,9 @@ def test_results_come_20_a_page_newest_first_with_links_between_pages(people, ma
     ("   ", 400, search.EMPTY),
     ("x" * 201, 400, "The search is too long: at most 200 characters."),
     ("the and of", 200, search.ONLY_STOP_WORDS),
-], ids=["blank", "too long", "only stop words"])
+    ("-cats -dogs", 400, search.ONLY_EXCLUSIONS),
+    ("cats or -dogs", 400, search.ONLY_EXCLUSIONS),
+], ids=["blank", "too long", "only stop words", "only exclusions", "or an exclusion"])
 def test_a_query_that_cannot_be_searched_gets_a_clear_message(people, query, status, message):
     alice = people[0]
     got_status, _, page = alice.search(query)
@@ -336,3 +338,19 @@ def test_in_a_browser_the_header_search_finds_a_message_and_opens_it_among_its_n
     page.page.get_by_role("link", name="Open the live room").click()
     expect(page.page).to_have_url(f"{server.url}/rooms/{room}/")
     page.online()
+
+
+@pytest.mark.django_db
+def test_an_index_built_with_another_config_than_the_setting_is_logged_once(
+        settings, caplog, monkeypatch, make_users):
+    from django.contrib.auth import get_user_model
+
+    (name, _), = make_users(1, prefix="searcher")
+    user = get_user_model().objects.get(username=name)
+    settings.CHAT_SEARCH_CONFIG = "simple"
+    monkeypatch.setattr(search, "_index_checked", False)
+    search.search(user, "anything")
+    search.search(user, "anything")
+    warnings = [r.getMessage() for r in caplog.records if r.name == "chat.search"]
+    assert len(warnings) == 1 and warnings[0].startswith(
+        "CHAT_SEARCH_CONFIG=simple but index chat_message_body_search is CREATE INDEX")
