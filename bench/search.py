@@ -353,7 +353,7 @@ def render(options, rows, ranked, load_s, index_s, size, queries):
              "The machine was shared with other test runs: read the ratios and the plans more than the "
              "absolute times.", "",
              f"{options.messages:,} messages ({table_size} of table) in {ROOMS:,} rooms "
-             f"({ROOMS // PUBLIC_EVERY} public), {USERS:,} users; loaded by COPY in {load_s:.0f} s. "
+             f"({ROOMS // PUBLIC_EVERY} public, and the empty lobby), {USERS:,} users; loaded by COPY in {load_s:.0f} s. "
              f"The GIN index (migration 0007's `CREATE INDEX CONCURRENTLY`) took {index_s:.0f} s to "
              f"build and holds {index_size}. `user1` may read the public rooms and {WIDE_ROOMS} "
              f"private ones, `user2` the public rooms and {NARROW_ROOMS}.", "",
