@@ -4,8 +4,10 @@ from datetime import timedelta
 import logging
 
 from django.conf import settings
+from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.search import SearchConfig, SearchVectorField
 from django.db import DatabaseError, connections, models
-from django.db.models import ExpressionWrapper, Q
+from django.db.models import ExpressionWrapper, F, Func, Q
 from django.db.models.functions import Now
 from django.utils import timezone
 
@@ -176,6 +178,10 @@ class Message(models.Model):
             # A resuming join's changes: only changed messages are indexed, so sends pay nothing.
             models.Index(fields=["room", "change"], condition=Q(change__gt=0),
                          name="chat_message_room_change"),
+            # Full-text search (chat/search.py): a functional index, so edits need no second
+            # column kept in step; the query must use this very expression to be served by it.
+            GinIndex(Func(SearchConfig(settings.CHAT_SEARCH_CONFIG), F("body"), function="to_tsvector",
+                          output_field=SearchVectorField()), name="chat_message_body_search"),
         ]
 
     def __str__(self):

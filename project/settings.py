@@ -336,3 +336,13 @@ CHAT_DRAIN_RATE = env_number("CHAT_DRAIN_RATE", 5000.0, float)
 # their own message (staff always), and the most changes a resuming join carries.
 CHAT_EDIT_WINDOW = env_number("CHAT_EDIT_WINDOW", 900.0, float)
 CHAT_JOIN_MAX_CHANGES = env_number("CHAT_JOIN_MAX_CHANGES", 500)
+# Full-text search (chat/search.py, /search/): the text search configuration of the GIN index
+# on the messages' bodies and of every query (set it before `migrate`: the index is built with
+# it, and a query with another one can't use the index); the most seconds one search may take
+# (SET LOCAL statement_timeout); searches a second per user and worker on average, in bursts
+# of CHAT_SEARCH_BURST; the longest query, in characters.
+CHAT_SEARCH_CONFIG = os.environ.get("CHAT_SEARCH_CONFIG", "english")
+CHAT_SEARCH_TIMEOUT = env_number("CHAT_SEARCH_TIMEOUT", 2.0, float)
+CHAT_SEARCH_RATE = env_number("CHAT_SEARCH_RATE", 1.0, float)
+CHAT_SEARCH_BURST = env_number("CHAT_SEARCH_BURST", 10)
+CHAT_SEARCH_MAX_CHARS = env_number("CHAT_SEARCH_MAX_CHARS", 200)

@@ -3,7 +3,7 @@ from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 
-from chat import accounts, health, httpendpoint, scrape, views, wsendpoint
+from chat import accounts, health, httpendpoint, scrape, searchviews, views, wsendpoint
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -24,4 +24,7 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("metrics", scrape.metrics, name="metrics"),
+    # Search (issue 16): the results, and a message among its neighbours, where results link.
+    path("search/", searchviews.search_page, name="search"),
+    path("rooms/<slug:slug>/messages/<int:seq>/", searchviews.message_context, name="message_context"),
 ]

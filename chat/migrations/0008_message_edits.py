@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('chat', '0006_event_spill'),  # the user model: through 0001
+        ('chat', '0007_direct_conversations'),  # the user model: through 0001
     ]
 
     operations = [
