@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 #: The topic of events for every socket, whatever rooms it joined (announcements).
 EVERYONE = "*"
+#: The prefix of a user's own topic, ``@<user id>``: events for every session of that user.
+USER_PREFIX = "@"
 #: The topic of control events (a JSON object each) for ``Hub.on_control`` in every worker.
 CONTROL = "!control"
 #: Seconds before each new try to publish what the broker refused (then the check reads it).
@@ -64,6 +66,7 @@ class Hub:
         self.gap_wait = gap_wait
         self.history_size = history_size
         self.on_control = on_control
+        self.user_sessions = lambda user_id: ()  # (user id) -> that user's sessions here
         self.retry_delays = retry_delays
         self.presence_store = presence_store
         self.tracker = (tracker_class or PresenceTracker)(presence_store, self._publish_presence,
@@ -186,7 +189,8 @@ class Hub:
         return lagging
 
     def publish(self, topic, event, seq=None, skip_user=None):
-        """Send ``event`` to the members of room ``topic`` (or EVERYONE, CONTROL) in every worker.
+        """Send ``event`` to the members of room ``topic`` (or EVERYONE, CONTROL, a user's topic)
+        in every worker.
 
         A message (an event with a seq, already committed) reaches this worker's sockets at
         once, not after a round trip through the broker: the sender hears its own message
@@ -264,6 +268,9 @@ class Hub:
         if topic == CONTROL:
             self._control(body)
             return
+        if topic.startswith(USER_PREFIX):
+            self._to_user(topic, body)
+            return
         room = self.rooms.get(topic)
         if room is None and topic != EVERYONE:
             return
@@ -284,6 +291,15 @@ class Hub:
         else:
             room.note(body, lambda: _object(body, "a room event"))
             room.broadcast(frame, header.get("skip"))
+
+    def _to_user(self, topic, body):
+        """Hand an event of a user's own topic to that user's sessions here, whatever rooms."""
+        user_id = topic[len(USER_PREFIX):]
+        sessions = self.user_sessions(int(user_id)) if user_id.isdigit() else ()
+        if body and sessions:
+            frame = encode_frame(body)
+            for session in list(sessions):
+                session.send_frame(frame)
 
     def _control(self, body):
         event = _object(body, "a control event")

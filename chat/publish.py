@@ -8,7 +8,7 @@ other processes to be heard (the in-process ``memory`` broker reaches only its o
 import logging
 
 from chat import brokers, protocol, runtime
-from chat.hub import CONTROL, EVERYONE, Hub
+from chat.hub import CONTROL, EVERYONE, USER_PREFIX, Hub
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,12 @@ def message_deleted(message):
     """Tell the room's sockets that ``message`` is gone (they remove it)."""
     publish(message.room.slug, protocol.message_deleted(message.room.slug, message.id,
                                                          message.seq, message.change))
+
+
+def to_user(user, event):
+    """Send ``event`` to every open session of ``user`` (a user or a pk), whatever its rooms:
+    the user's own channel (unread counts, mentions), on every worker."""
+    publish(f"{USER_PREFIX}{getattr(user, 'pk', user)}", event)
 
 
 def control(event):

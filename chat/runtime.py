@@ -56,6 +56,7 @@ def authority():
                                room_readers=rooms.readers)
         _authority.rooms_of = lambda slug: list(getattr(hub_.rooms.get(slug), "sessions", ()))
         hub_.on_control = _on_control
+        hub_.user_sessions = lambda user_id: _authority.by_user.get(user_id, ())
         _loops.append(gevent.spawn(_authority.run_backstop))
     return _authority
 

@@ -3,8 +3,9 @@
 from django.contrib.auth import get_user_model
 from django.test import Client
 
+from chat import publish
 from chat.models import Message
-from tests.live import connect, join, manage, receive_type, send
+from tests.live import connect, join, manage, receive, receive_type, send
 
 
 def test_announce_reaches_a_room_from_another_process(server, make_users, make_room, database_url):
@@ -68,7 +69,6 @@ def test_deleting_a_message_in_the_admin_removes_it_from_open_sockets(
 def test_publish_of_an_event_over_the_maximum_raises_before_anything_is_sent(settings):
     import pytest
 
-    from chat import publish
     from chat.errors import EventTooLarge
 
     settings.CHAT_BROKER = "postgres"
@@ -86,3 +86,23 @@ def test_a_notice_can_be_read_from_standard_input(server, make_users, database_u
     assert result.returncode == 0, result.stderr
     assert receive_type(ws, "notice") == {"type": "notice", "body": "From a file\nof two lines"}
     ws.close()
+
+
+def test_an_event_to_a_user_reaches_each_of_their_sessions_on_every_worker_whatever_the_rooms(
+        server, make_users, pooled_db):
+    from tests.live import Poller, on_worker
+
+    (username, key), (_, other_key) = make_users(2, prefix="own")
+    mine = [on_worker(server, key, pid) for pid in server.worker_pids()]  # joined to no room
+    theirs = connect(server, other_key)
+    poller = Poller(server, key)
+    poller.exchange()  # a stream, joined to no room either
+    user = get_user_model().objects.get(username=username)
+    publish.to_user(user, {"type": "mention", "room": "lobby", "seq": 7})
+    for ws in mine:
+        assert receive_type(ws, "mention") == {"type": "mention", "room": "lobby", "seq": 7}
+    assert poller.events("mention") == [{"type": "mention", "room": "lobby", "seq": 7}]
+    send(theirs, type="ping")
+    assert receive(theirs)["type"] == "pong"  # nothing came before it: not this user's
+    for ws in mine + [theirs]:
+        ws.close()
