@@ -180,3 +180,17 @@ def pair_in_room(make_users, make_room):
     yield make
     for ws in opened:
         ws.close()
+
+
+@pytest.fixture
+def alice(client, django_user_model):
+    """A user "alice", signed in on the test client (in-process page tests)."""
+    user = django_user_model.objects.create_user("alice")
+    client.force_login(user)
+    return user
+
+
+@pytest.fixture
+def bob(django_user_model):
+    """Another user, "bob", not signed in."""
+    return django_user_model.objects.create_user("bob")

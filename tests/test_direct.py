@@ -13,18 +13,6 @@ from tests.test_room_post import FormClient
 # In-process: the pages and the rules, through Django's test client.
 
 
-@pytest.fixture
-def alice(client, django_user_model):
-    user = django_user_model.objects.create_user("alice")
-    client.force_login(user)
-    return user
-
-
-@pytest.fixture
-def bob(django_user_model):
-    return django_user_model.objects.create_user("bob")
-
-
 def pair_of(*users):
     """The conversations of exactly these two users."""
     low, high = sorted(users, key=lambda user: user.pk)

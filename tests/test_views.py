@@ -40,18 +40,6 @@ def test_login_page_has_a_csrf_protected_form(client):
 XSS = "<img src=x onerror=alert(1)>"
 
 
-@pytest.fixture
-def alice(client, django_user_model):
-    user = django_user_model.objects.create_user("alice")
-    client.force_login(user)
-    return user
-
-
-@pytest.fixture
-def bob(django_user_model):
-    return django_user_model.objects.create_user("bob")
-
-
 def post_message(room, user, body, deleted=False):
     room.last_seq += 1
     room.save(update_fields=["last_seq"])
