@@ -81,7 +81,17 @@ export class MessageList {
     }
     this.count = seqs.length;
     this.scrollToEnd();
+    this.toUnreadLine();
     return seqs;
+  }
+
+  // Entering with unread messages above the screen: start at the "New messages" line (the
+  // server put it above the first one), so that they are read, not skipped.
+  toUnreadLine() {
+    const line = this.list.querySelector(".unread-line");
+    if (!line) return;
+    const above = line.getBoundingClientRect().top - this.log.getBoundingClientRect().top;
+    if (above < 0) this.log.scrollTop += above - 8;
   }
 
   nearTop() {
