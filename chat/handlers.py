@@ -5,7 +5,7 @@ Each command takes the socket session and the parsed frame and replies through
 """
 from django.conf import settings
 
-from chat import edits, metrics, protocol, reads, rooms, snapshot
+from chat import edits, mentions, metrics, protocol, reads, rooms, snapshot
 from chat.errors import BadRequest, Forbidden, NotJoined, RateLimited
 from chat.hub import USER_PREFIX
 from chat.protocol import event
@@ -77,6 +77,7 @@ def send(session, frame):
     message_event = protocol.message_event(message, slug, session.username)
     if created:
         session.hub.publish(slug, message_event, seq=message.seq)
+        mentions.after_send(session.hub, message, slug, session.user)
     else:
         session.send(message_event)
 

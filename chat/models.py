@@ -315,8 +315,13 @@ class ReadMarker(models.Model):
 
 class MentionManager(models.Manager):
     def unseen(self):
-        """How many of these mentions are unseen (``{{ user.chat_mentions.unseen }}``)."""
-        return self.filter(seen=False).count()
+        """How many of these mentions are unseen (``{{ user.chat_mentions.unseen }}``).
+
+        A user's related manager answers what the view already read, when it did
+        (chat/mentions.py, ``remember_unseen``).
+        """
+        known = getattr(getattr(self, "instance", None), "chat_unseen_mentions", None)
+        return known if known is not None else self.filter(seen=False).count()
 
     def newest_unseen(self):
         """The newest unseen mention with its message and room (the header badge links to it)."""

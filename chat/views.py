@@ -12,7 +12,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
 
-from chat import direct, reads, roompost, throttle
+from chat import direct, mentions, reads, roompost, throttle
 from chat.errors import BadRequest, RateLimited, ServerBusy
 from chat.forms import RoomForm
 from chat.models import Message, Presence, Room
@@ -103,7 +103,9 @@ def room_create(request):
 @require_GET
 def room_detail(request, slug):
     """Show a room and its latest messages, oldest first; 403 for a private room's outsiders."""
-    room = get_object_or_404(reads.with_marker(Room.objects.all(), request.user), slug=slug)
+    rooms = mentions.with_unseen(reads.with_marker(Room.objects.all(), request.user), request.user)
+    room = get_object_or_404(rooms, slug=slug)
+    mentions.remember_unseen(request.user, room.unseen_mentions)
     if not room.admits(request.user):
         return render(request, "chat/room_private.html", status=403)
     return room_page(request, room)
