@@ -90,3 +90,25 @@ class DirectConversationAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         # A pair needs its room, its members and the order of the constraint: chat/direct.py.
         return False
+
+
+# Read markers and mentions (chat/reads.py, chat/mentions.py): written by the chat, shown here.
+
+from chat.models import Mention, ReadMarker  # noqa: E402 (this block's own import)
+
+
+@admin.register(ReadMarker)
+class ReadMarkerAdmin(admin.ModelAdmin):
+    list_display = ["user", "room", "last_read"]
+    list_select_related = ["user", "room"]
+    search_fields = ["user__username", "room__slug"]
+    readonly_fields = ["user", "room", "last_read"]
+
+
+@admin.register(Mention)
+class MentionAdmin(admin.ModelAdmin):
+    list_display = ["user", "message", "seen"]
+    list_filter = ["seen"]
+    list_select_related = ["user", "message__room"]
+    search_fields = ["user__username"]
+    readonly_fields = ["user", "message", "seen"]

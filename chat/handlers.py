@@ -5,8 +5,9 @@ Each command takes the socket session and the parsed frame and replies through
 """
 from django.conf import settings
 
-from chat import edits, metrics, protocol, rooms, snapshot
+from chat import edits, mentions, metrics, protocol, reads, rooms, snapshot
 from chat.errors import BadRequest, Forbidden, NotJoined, RateLimited
+from chat.hub import USER_PREFIX
 from chat.protocol import event
 from chat.wsmends import encode_frame
 
@@ -76,6 +77,7 @@ def send(session, frame):
     message_event = protocol.message_event(message, slug, session.username)
     if created:
         session.hub.publish(slug, message_event, seq=message.seq)
+        mentions.after_send(session.hub, message, slug, session.user)
     else:
         session.send(message_event)
 
@@ -135,6 +137,17 @@ def delete(session, frame):
                                                        changed.change, frame.ref))
 
 
+def read(session, frame):
+    """Move the user's read marker in a joined room to ``seq``; tell all their sessions."""
+    slug, seq = _joined(session, frame), _seq(frame)
+    _take_db_token(session, frame)
+    state = reads.mark(session.user, session.rooms[slug].room_id, seq)
+    if state.moved:  # every tab and device of the user, this one included
+        session.hub.publish(f"{USER_PREFIX}{session.user_id}", reads.unread_event(slug, state))
+    else:  # a lower seq changes nothing: this socket alone hears where the marker is
+        session.send(reads.unread_event(slug, state, frame.ref))
+
+
 def _seq(frame):
     seq = frame.integer("seq", minimum=1)
     if seq is None:
@@ -190,7 +203,7 @@ def _take_token(session, frame):
 
 
 COMMANDS = {"join": join, "leave": leave, "send": send, "typing": typing, "history": history,
-            "ping": ping, "whoami": whoami, "who": who, "edit": edit, "delete": delete}
+            "ping": ping, "whoami": whoami, "who": who, "edit": edit, "delete": delete, "read": read}
 
 
 def registry():

@@ -293,3 +293,55 @@ class MessageEdit(models.Model):
 
     def __str__(self):
         return f"{self.message_id} {self.action} #{self.change}"
+
+
+class ReadMarker(models.Model):
+    """How far a user has read a room (chat/reads.py): the newest seq they have seen.
+
+    Monotonic: only ever moved forward, in the upsert itself (``GREATEST``), so two tabs
+    reporting out of order can't move it back.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="+")
+    last_read = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "room"], name="chat_readmarker_user_room")]
+
+    def __str__(self):
+        return f"{self.user_id} read {self.room_id} to {self.last_read}"
+
+
+class MentionManager(models.Manager):
+    def unseen(self):
+        """How many of these mentions are unseen (``{{ user.chat_mentions.unseen }}``).
+
+        A user's related manager answers what the view already read, when it did
+        (chat/mentions.py, ``remember_unseen``).
+        """
+        known = getattr(getattr(self, "instance", None), "chat_unseen_mentions", None)
+        return known if known is not None else self.filter(seen=False).count()
+
+    def newest_unseen(self):
+        """The newest unseen mention with its message and room (the header badge links to it)."""
+        return self.filter(seen=False).select_related("message__room").order_by("-message_id").first()
+
+
+class Mention(models.Model):
+    """A user named ``@username`` in a message (chat/mentions.py); seen once read past."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                             related_name="chat_mentions")
+    seen = models.BooleanField(default=False)
+
+    objects = MentionManager()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["message", "user"], name="chat_mention_message_user")]
+        # Every page's header counts a user's unseen mentions: only those are indexed.
+        indexes = [models.Index(fields=["user"], condition=Q(seen=False), name="chat_mention_unseen")]
+
+    def __str__(self):
+        return f"{self.user_id} in {self.message_id}"

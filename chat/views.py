@@ -12,7 +12,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
 
-from chat import direct, roompost, throttle
+from chat import direct, mentions, reads, roompost, throttle
 from chat.errors import BadRequest, RateLimited, ServerBusy
 from chat.forms import RoomForm
 from chat.models import Message, Presence, Room
@@ -49,6 +49,7 @@ def room_lists(request):
     directs = direct.listed(conversations[:DIRECT_SHOWN], request.user)
     rooms = list(page.object_list)
     with_presence(rooms + directs)
+    reads.with_unread(request.user, rooms + directs)  # one query for the page's rooms
     return {"rooms": rooms, "page_obj": page, "directs": directs,
             "more_directs": len(conversations) > DIRECT_SHOWN}
 
@@ -102,7 +103,9 @@ def room_create(request):
 @require_GET
 def room_detail(request, slug):
     """Show a room and its latest messages, oldest first; 403 for a private room's outsiders."""
-    room = get_object_or_404(Room, slug=slug)
+    rooms = mentions.with_unseen(reads.with_marker(Room.objects.all(), request.user), request.user)
+    room = get_object_or_404(rooms, slug=slug)
+    mentions.remember_unseen(request.user, room.unseen_mentions)
     if not room.admits(request.user):
         return render(request, "chat/room_private.html", status=403)
     return room_page(request, room)
@@ -116,7 +119,13 @@ def room_page(request, room, status=200, error=None, body="", ref=None):
     """
     latest = (Message.objects.shown().before(room, room.last_seq + 1)
               .select_related("user")[:ROOM_PAGE_MESSAGES])
-    context = {"room": room, "messages": list(latest)[::-1], "error": error, "body": body,
+    messages = list(latest)[::-1]
+    last_read = reads.last_read(request.user, room)  # read with the room, when it could
+    # The "New messages" line goes above the first message after the marker that others wrote.
+    first_unread = next((m.seq for m in messages if m.seq > last_read and m.user_id != request.user.pk),
+                        None)
+    context = {"room": room, "messages": messages, "error": error, "body": body,
+               "last_read": last_read, "first_unread": first_unread,
                "ref": ref or str(uuid.uuid4()), "body_max": settings.CHAT_BODY_MAX_CHARS,
                "edit_window": f"{settings.CHAT_EDIT_WINDOW:g}"}
     return render(request, "chat/room_detail.html", context, status=status)
@@ -179,6 +188,7 @@ def direct_list(request):
     page = Paginator(direct.conversations_of(request.user), ROOMS_PER_PAGE).get_page(
         request.GET.get("page"))
     rooms = with_presence(direct.listed(page.object_list, request.user))
+    reads.with_unread(request.user, rooms)
     return render(request, "chat/direct_list.html", {"directs": rooms, "page_obj": page})
 
 

@@ -346,3 +346,9 @@ CHAT_SEARCH_TIMEOUT = env_number("CHAT_SEARCH_TIMEOUT", 2.0, float)
 CHAT_SEARCH_RATE = env_number("CHAT_SEARCH_RATE", 1.0, float)
 CHAT_SEARCH_BURST = env_number("CHAT_SEARCH_BURST", 10)
 CHAT_SEARCH_MAX_CHARS = env_number("CHAT_SEARCH_MAX_CHARS", 200)
+# Unread counts (chat/reads.py): a room's count stops at this many (shown as "100+"), so that
+# a page of rooms reads a bounded range of each room's index however far behind the user is.
+CHAT_UNREAD_MAX = env_number("CHAT_UNREAD_MAX", 100)
+# Mentions (chat/mentions.py): the most distinct @usernames of one message that are looked up
+# and notified; the rest are shown highlighted but notify nobody.
+CHAT_MENTIONS_MAX = env_number("CHAT_MENTIONS_MAX", 20)

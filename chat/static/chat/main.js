@@ -5,11 +5,13 @@
 //   seqs.js        which seqs the page accounts for  outbox.js    own messages until confirmed
 //   messages.js    the message log                   composer.js  the message box
 //   presence.js    who is here and who is typing     status.js    connection state, alerts, title
+//   site.js        the user's own channel (unread counts of other rooms, mentions)
 
 import { Composer } from "./composer.js";
 import { MessageList } from "./messages.js";
 import { People } from "./presence.js";
 import { Alert, Status, UnreadTitle } from "./status.js";
+import { userEvent } from "./site.js";
 import { RoomSync } from "./sync.js";
 import { Transport } from "./transport.js";
 
@@ -34,7 +36,10 @@ function start(root) {
   const messages = new MessageList(root, {
     me,
     onNearTop: () => sync.loadOlder(),
-    onNearEnd: () => sync.changed(),
+    onNearEnd: () => {
+      sync.changed();
+      reads.check();
+    },
     onExpand: (lo) => sync.expand(lo),
     onRetry: (ref) => sync.retry(ref),
     onEdit: (seq, body) => sync.edit(seq, body),
@@ -49,6 +54,7 @@ function start(root) {
     show(batch, how) {
       messages.show(batch, how);
       if (how === "older" || how === "expand") return;
+      queueMicrotask(() => reads.check()); // after the sync has counted the new seqs
       const theirs = batch.filter((m) => m.user !== me);
       for (const m of theirs) people.stopped(m.user);
       unread.add(theirs.length);
@@ -80,6 +86,8 @@ function start(root) {
     joined() {
       connection.healthy();
       status.set("online");
+      reads.reset();
+      reads.check(); // joined at the bottom: what is on screen is read
       if (messages.nearTop()) sync.loadOlder(); // a short log: fill the screen
     },
     older(more, earlier) {
@@ -108,6 +116,7 @@ function start(root) {
     view,
   });
   messages.older(sync.seqs.olderMore, sync.seqs.floor - 1);
+  const reads = new ReadReporter(sync, messages);
 
   const connection = new Transport({
     wsUrl: socketUrl(root.dataset.ws),
@@ -120,7 +129,8 @@ function start(root) {
     open: () => sync.opened(),
     restream: (rooms) => sync.restreamed(rooms[sync.room]),
     via: (kind) => status.via(kind),
-    frame: (frame) => sync.handle(frame),
+    // The user's own channel first: its events name other rooms too (site.js).
+    frame: (frame) => userEvent(frame) || sync.handle(frame),
     state(state) {
       sync.disconnected();
       people.stale(true);
@@ -147,6 +157,39 @@ function start(root) {
   });
   composer.enable();
   connection.start();
+}
+
+const READ_EVERY = 1000; // ms: at most one `read` a second (it shares join's budget)
+
+// Tells the server how far the reader has seen the room: the newest seq, once it is on screen
+// (the log at its bottom, the tab visible). Never the same seq twice; again after a reconnect.
+class ReadReporter {
+  constructor(sync, messages) {
+    this.sync = sync;
+    this.messages = messages;
+    this.sent = 0; // the newest seq reported on this connection
+    this.last = 0; // when (performance.now())
+    this.timer = null;
+    document.addEventListener("visibilitychange", () => this.check());
+  }
+
+  reset() {
+    this.sent = 0;
+  }
+
+  check() {
+    const seq = this.sync.seqs.top;
+    if (!this.sync.joined || document.hidden || seq <= this.sent || !this.messages.nearEnd()) return;
+    const wait = this.last + READ_EVERY - performance.now();
+    if (wait > 0) {
+      if (!this.timer) this.timer = setTimeout(() => { this.timer = null; this.check(); }, wait);
+      return;
+    }
+    if (this.sync.send({ type: "read", room: this.sync.room, seq })) {
+      this.sent = seq;
+      this.last = performance.now();
+    }
+  }
 }
 
 const root = document.getElementById("room");

@@ -35,6 +35,26 @@ function keyOf(el) {
 
 export const DELETED = "Message deleted";
 
+// `@username` as chat/mentions.py finds it: Django's username characters but "@", not right
+// after a letter, digit or "@" (so an e-mail address mentions nobody); trailing . + - dropped.
+const MENTION = /(?<![\p{L}\p{N}_@])@([\p{L}\p{N}_.+-]{1,150})/gu;
+
+// Mark the mentions in a body's text: its text nodes split around <mark>s, never any HTML.
+export function highlightMentions(span, me) {
+  const text = span.textContent;
+  const parts = [];
+  let at = 0;
+  for (const match of text.matchAll(MENTION)) {
+    const name = match[1].replace(/[.+-]+$/u, "");
+    if (!name) continue;
+    const end = match.index + 1 + name.length;
+    parts.push(text.slice(at, match.index), part("mark", text.slice(match.index, end),
+      name === me ? "mention me" : "mention"));
+    at = end;
+  }
+  if (parts.length) span.replaceChildren(...parts, text.slice(at));
+}
+
 export class MessageList {
   // onNearTop(): the reader reached the top (or clicked "Load older messages");
   // onNearEnd(): the reader is back at the bottom; onExpand(lo): "Load older messages" on the
@@ -78,10 +98,22 @@ export class MessageList {
       const time = li.querySelector("time");
       if (time) setTime(time, time.dateTime);
       if (time) this.editing.addActions(li, li.classList.contains("mine"), time.dateTime);
+      const body = li.querySelector(".body");
+      if (body) highlightMentions(body, this.me);
     }
     this.count = seqs.length;
     this.scrollToEnd();
+    this.toUnreadLine();
     return seqs;
+  }
+
+  // Entering with unread messages above the screen: start at the "New messages" line (the
+  // server put it above the first one), so that they are read, not skipped.
+  toUnreadLine() {
+    const line = this.list.querySelector(".unread-line");
+    if (!line) return;
+    const above = line.getBoundingClientRect().top - this.log.getBoundingClientRect().top;
+    if (above < 0) this.log.scrollTop += above - 8;
   }
 
   nearTop() {
@@ -104,7 +136,9 @@ export class MessageList {
     li.dataset.id = m.id;
     const time = document.createElement("time");
     setTime(time, m.ts);
-    li.append(this.author(m.user), " ", time, " ", part("span", m.body, "body"));
+    const body = part("span", m.body, "body");
+    highlightMentions(body, this.me);
+    li.append(this.author(m.user), " ", time, " ", body);
     if (m.edited) this.editing.markEdited(li, m.edited, m.change);
     this.editing.addActions(li, m.user === this.me, m.ts);
     return li;
@@ -139,6 +173,8 @@ export class MessageList {
 
   edited(change) {
     this.editing.edited(change);
+    const body = this.byseq(change.seq)?.querySelector(".body");
+    if (body) highlightMentions(body, this.me); // the new body came in as text
   }
 
   // Message `seq` is deleted: a placeholder takes its place (`inRange`: also where nothing
