@@ -176,7 +176,7 @@ def _joined(session, frame):
 def _take_db_token(session, frame):
     if not session.db_frames.take():
         metrics.RATE_LIMITED.inc()
-        raise RateLimited(f"slow down: join, leave and history at most "
+        raise RateLimited(f"slow down: join, leave, history and read at most "
                           f"{session.budgets.db_frame_rate:g} a second", frame.ref)
 
 

@@ -10,7 +10,7 @@ import logging
 
 from django.conf import settings
 
-from chat import metrics, protocol, publish, rooms, runtime
+from chat import mentions, metrics, protocol, publish, rooms, runtime
 from chat.errors import BadRequest, RateLimited
 
 logger = logging.getLogger(__name__)
@@ -49,6 +49,10 @@ def post(user, room, body, ref):
         message, created = rooms.post(user, room.id, body, _derived_ref(ref, body))
     if created:
         publish_message(message, room.slug, user.get_username())
+        try:  # as after a socket's send: the message is stored and published already
+            mentions.notify(message, room.slug, user)
+        except Exception:
+            logger.exception("storing the mentions of %s#%s failed", room.slug, message.seq)
     else:
         logger.info("a form resent %s#%s (ref already stored)", room.slug, message.seq)
     return message

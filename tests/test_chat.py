@@ -239,7 +239,7 @@ def test_frames_that_cost_the_database_have_a_budget_per_socket(pair):
                            wanted=2)
     # The join spent one token of the burst of 20.
     assert errors[0]["ref"] in {"h19", "h20", "h21"}
-    assert errors[0]["detail"] == "slow down: join, leave and history at most 5 a second"
+    assert errors[0]["detail"] == "slow down: join, leave, history and read at most 5 a second"
 
 
 def test_ping_is_not_rate_limited(server, make_users):

@@ -13,7 +13,7 @@ from django.test.utils import CaptureQueriesContext
 from chat.models import Message, ReadMarker, Room
 from tests.live import connect, join, on_worker, receive, receive_type, send, worker_of
 
-SLOW_DOWN = "slow down: join, leave and history at most 5 a second"
+SLOW_DOWN = "slow down: join, leave, history and read at most 5 a second"
 
 
 @pytest.fixture

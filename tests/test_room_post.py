@@ -93,6 +93,17 @@ def test_a_posted_message_is_stored_and_the_303_leads_to_the_page_that_shows_it(
     assert '<span class="body">hello without script</span>' in page.text
 
 
+def test_a_posted_mention_is_stored_for_the_mentioned_user(member, make_users, django_db_blocker):
+    client, room, _ = member
+    [(mentioned, _)] = make_users(1, prefix="named")
+    assert client.post(room, f"look, @{mentioned}").status == 303
+    from chat.models import Mention
+
+    with django_db_blocker.unblock():
+        assert list(Mention.objects.filter(message__room__slug=room)
+                    .values_list("user__username", "seen")) == [(mentioned, False)]
+
+
 def test_each_render_of_the_page_carries_a_fresh_ref(member):
     client, room, _ = member
     first, second = client.request(f"/rooms/{room}/"), client.request(f"/rooms/{room}/")

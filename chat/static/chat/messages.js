@@ -3,7 +3,7 @@
 // textContent, never as HTML. Each item of the list has a key to sort by: a message its seq,
 // a marker or a notice a seq plus or minus a half.
 
-import { part } from "./dom.js";
+import { highlightMentions, part } from "./dom.js";
 import { Editing } from "./edits.js";
 
 const NEAR = 120; // px from an edge that counts as "at" it
@@ -34,26 +34,6 @@ function keyOf(el) {
 }
 
 export const DELETED = "Message deleted";
-
-// `@username` as chat/mentions.py finds it: Django's username characters but "@", not right
-// after a letter, digit or "@" (so an e-mail address mentions nobody); trailing . + - dropped.
-const MENTION = /(?<![\p{L}\p{N}_@])@([\p{L}\p{N}_.+-]{1,150})/gu;
-
-// Mark the mentions in a body's text: its text nodes split around <mark>s, never any HTML.
-export function highlightMentions(span, me) {
-  const text = span.textContent;
-  const parts = [];
-  let at = 0;
-  for (const match of text.matchAll(MENTION)) {
-    const name = match[1].replace(/[.+-]+$/u, "");
-    if (!name) continue;
-    const end = match.index + 1 + name.length;
-    parts.push(text.slice(at, match.index), part("mark", text.slice(match.index, end),
-      name === me ? "mention me" : "mention"));
-    at = end;
-  }
-  if (parts.length) span.replaceChildren(...parts, text.slice(at));
-}
 
 export class MessageList {
   // onNearTop(): the reader reached the top (or clicked "Load older messages");
