@@ -175,7 +175,7 @@ def _copy(cursor, target, rows):
 
 
 def rebuild_index():
-    """Build the search index again with migration 0007's statement; return its seconds."""
+    """Build the search index again with migration 0009's statement; return its seconds."""
     from django.db import connection
 
     sql = _index_sql()
@@ -354,7 +354,7 @@ def render(options, rows, ranked, load_s, index_s, size, queries):
              "absolute times.", "",
              f"{options.messages:,} messages ({table_size} of table) in {ROOMS:,} rooms "
              f"({ROOMS // PUBLIC_EVERY} public, and the empty lobby), {USERS:,} users; loaded by COPY in {load_s:.0f} s. "
-             f"The GIN index (migration 0007's `CREATE INDEX CONCURRENTLY`) took {index_s:.0f} s to "
+             f"The GIN index (migration 0009's `CREATE INDEX CONCURRENTLY`) took {index_s:.0f} s to "
              f"build and holds {index_size}. `user1` may read the public rooms and {WIDE_ROOMS} "
              f"private ones, `user2` the public rooms and {NARROW_ROOMS}.", "",
              f"`chat.search.search` (the page's query, 21 rows with their `ts_headline` snippets), "
