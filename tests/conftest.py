@@ -194,3 +194,10 @@ def alice(client, django_user_model):
 def bob(django_user_model):
     """Another user, "bob", not signed in."""
     return django_user_model.objects.create_user("bob")
+
+
+@pytest.fixture
+def committed_db(django_db_blocker):
+    """Let a test read and write the database the servers use (committed, not in a transaction)."""
+    with django_db_blocker.unblock():
+        yield

@@ -254,6 +254,14 @@ def on_worker(server, key, pid, attempts=20):
     pytest.fail(f"no socket landed on worker {pid} in {2 * attempts} attempts")
 
 
+def sockets_apart(server, first_key, second_key):
+    """Open two sockets on different workers: what one causes must cross the broker."""
+    first = connect(server, first_key)
+    pid = worker_of(first)
+    [other] = set(server.worker_pids()) - {pid}
+    return first, on_worker(server, second_key, other)
+
+
 def close_reason(ws, timeout=10):
     """Read until the server's close frame; return its (status code or None, reason)."""
     ws.settimeout(timeout)

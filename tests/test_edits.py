@@ -13,23 +13,10 @@ from django.utils import timezone
 
 from chat import metrics
 from chat.models import Message, MessageEdit, Room
-from tests.live import connect, join, on_worker, receive, receive_type, send, worker_of
+from tests.live import (connect, join, on_worker, receive, receive_type, send, sockets_apart,
+                        worker_of)
 
 TOO_LATE = "too late: messages may be changed for 900 seconds after they are sent"
-
-
-@pytest.fixture
-def orm(django_db_blocker):
-    with django_db_blocker.unblock():
-        yield
-
-
-def apart(server, first_key, second_key):
-    """Open two sockets on different workers: what one causes must cross the broker."""
-    first = connect(server, first_key)
-    pid = worker_of(first)
-    [other] = set(server.worker_pids()) - {pid}
-    return first, on_worker(server, second_key, other)
 
 
 def sent(ws, room, body, ref):
@@ -57,10 +44,10 @@ def edited_iso(room, seq):
 
 
 def test_an_edit_reaches_a_socket_on_the_other_worker_and_the_old_body_is_kept(
-        server, make_users, make_room, orm):
+        server, make_users, make_room, committed_db):
     (author, a_key), (_, b_key) = make_users(2, prefix="editor")
     room = make_room()
-    a, b = apart(server, a_key, b_key)
+    a, b = sockets_apart(server, a_key, b_key)
     join(a, room)
     join(b, room)
     message = sent(a, room, "helo", "m1")
@@ -79,10 +66,10 @@ def test_an_edit_reaches_a_socket_on_the_other_worker_and_the_old_body_is_kept(
 
 
 def test_a_deletion_reaches_the_other_worker_and_history_lists_its_seq(
-        server, make_users, make_room, orm):
+        server, make_users, make_room, committed_db):
     (author, a_key), (_, b_key) = make_users(2, prefix="remover")
     room = make_room(messages=3, author=author)
-    a, b = apart(server, a_key, b_key)
+    a, b = sockets_apart(server, a_key, b_key)
     join(a, room)
     join(b, room)
     doomed = Message.objects.get(room__slug=room, seq=2)
@@ -100,7 +87,7 @@ def test_a_deletion_reaches_the_other_worker_and_history_lists_its_seq(
 
 
 def test_a_resume_with_changes_since_sees_the_edits_and_deletions_made_while_offline(
-        server, make_users, make_room, orm):
+        server, make_users, make_room, committed_db):
     (author, a_key), (_, b_key) = make_users(2, prefix="offline")
     room = make_room(messages=4, author=author)
     a = connect(server, a_key)
@@ -134,7 +121,7 @@ def test_a_resume_with_changes_since_sees_the_edits_and_deletions_made_while_off
 
 
 def test_edits_and_deletions_of_others_messages_are_refused_and_staff_may_make_them_always(
-        server, make_users, make_room, orm):
+        server, make_users, make_room, committed_db):
     (author, a_key), (_, other_key), (moderator, mod_key) = make_users(3, prefix="rules")
     get_user_model().objects.filter(username=moderator).update(is_staff=True)
     room = make_room(messages=2, author=author)
@@ -182,7 +169,7 @@ def test_a_bad_edit_gets_bad_request_with_the_exact_detail(server, make_users, m
 
 
 def test_a_resent_edit_changes_nothing_and_only_the_editor_hears_it_again(
-        server, make_users, make_room, orm):
+        server, make_users, make_room, committed_db):
     (author, a_key), (_, b_key) = make_users(2, prefix="resend")
     room = make_room(messages=1, author=author)
     a, b = connect(server, a_key), connect(server, b_key)
@@ -200,7 +187,7 @@ def test_a_resent_edit_changes_nothing_and_only_the_editor_hears_it_again(
 
 
 def test_a_join_served_from_the_workers_memory_shows_the_edited_body(
-        server, make_users, make_room, orm):
+        server, make_users, make_room, committed_db):
     (author, a_key), (_, b_key) = make_users(2, prefix="ringlive")
     room = make_room(messages=3, author=author)
     a = connect(server, a_key)

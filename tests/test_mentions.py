@@ -6,19 +6,12 @@ Live tests run against the shared two-worker gunicorn.
 import re
 import time
 
-import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 
 from chat import mentions
 from chat.models import Mention, Message, ReadMarker, Room
 from tests.live import connect, join, on_worker, receive, receive_type, send, worker_of
-
-
-@pytest.fixture
-def orm(django_db_blocker):
-    with django_db_blocker.unblock():
-        yield
 
 
 def nothing_more(ws):
@@ -52,7 +45,7 @@ def test_usernames_are_found_as_mentions_but_addresses_and_punctuation_are_not(s
 
 
 def test_a_mention_is_stored_once_and_reaches_the_users_sessions_on_both_workers(
-        server, make_users, make_room, orm):
+        server, make_users, make_room, committed_db):
     (author, author_key), (named, named_key) = make_users(2, prefix="mention")
     room = make_room()
     writer = connect(server, author_key)
@@ -77,7 +70,7 @@ def test_a_mention_is_stored_once_and_reaches_the_users_sessions_on_both_workers
 
 
 def test_a_mention_made_while_offline_is_shown_on_the_next_visit_and_seen_once_read(
-        server, make_users, make_room, orm):
+        server, make_users, make_room, committed_db):
     (author, author_key), (named, named_key) = make_users(2, prefix="offline")
     room = make_room(messages=2, author=author)
     writer = connect(server, author_key)
@@ -101,7 +94,7 @@ def test_a_mention_made_while_offline_is_shown_on_the_next_visit_and_seen_once_r
 
 
 def test_only_active_readers_of_a_private_room_are_mentioned_and_never_the_author(
-        server, make_users, make_room, orm):
+        server, make_users, make_room, committed_db):
     (author, author_key), (member, member_key), (outsider, outsider_key), (gone, _) = \
         make_users(4, prefix="private")
     get_user_model().objects.filter(username=gone).update(is_active=False)

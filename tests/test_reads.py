@@ -11,23 +11,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from chat.models import Message, ReadMarker, Room
-from tests.live import connect, join, on_worker, receive, receive_type, send, worker_of
+from tests.live import connect, join, receive, receive_type, send, sockets_apart
 
 SLOW_DOWN = "slow down: join, leave, history and read at most 5 a second"
-
-
-@pytest.fixture
-def orm(django_db_blocker):
-    with django_db_blocker.unblock():
-        yield
-
-
-def apart(server, first_key, second_key):
-    """Open two sockets on different workers: what one causes must cross the broker."""
-    first = connect(server, first_key)
-    pid = worker_of(first)
-    [other] = set(server.worker_pids()) - {pid}
-    return first, on_worker(server, second_key, other)
 
 
 def nothing_more(ws):
@@ -41,10 +27,10 @@ def marker(username, room):
 
 
 def test_a_read_moves_the_marker_and_every_session_of_the_user_hears_it_on_both_workers(
-        server, make_users, make_room, orm):
+        server, make_users, make_room, committed_db):
     (reader, key), (author, _) = make_users(2, prefix="reads")
     room = make_room(messages=5, author=author)
-    here, there = apart(server, key, key)  # one user, two tabs on two workers
+    here, there = sockets_apart(server, key, key)  # one user, two tabs on two workers
     join(here, room)  # the other tab joined no room at all
     send(here, type="read", room=room, seq=3, ref="r1")
     expected = {"type": "unread", "room": room, "read": 3, "count": 2, "mentions": 0}
@@ -56,10 +42,10 @@ def test_a_read_moves_the_marker_and_every_session_of_the_user_hears_it_on_both_
 
 
 def test_a_marker_never_moves_back_and_a_lower_seq_is_answered_to_its_socket_only(
-        server, make_users, make_room, orm):
+        server, make_users, make_room, committed_db):
     (reader, key), (author, _) = make_users(2, prefix="monotonic")
     room = make_room(messages=6, author=author)
-    here, there = apart(server, key, key)
+    here, there = sockets_apart(server, key, key)
     join(here, room)
     send(here, type="read", room=room, seq=4)
     assert receive_type(there, "unread")["read"] == 4
@@ -74,7 +60,7 @@ def test_a_marker_never_moves_back_and_a_lower_seq_is_answered_to_its_socket_onl
 
 
 def test_own_and_deleted_messages_are_not_unread_and_a_seq_past_the_last_is_the_last(
-        server, make_users, make_room, orm):
+        server, make_users, make_room, committed_db):
     (reader, key), (author, _) = make_users(2, prefix="counted")
     room = make_room(messages=4, author=author)
     Message.objects.filter(room__slug=room, seq=3).update(deleted=True)

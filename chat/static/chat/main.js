@@ -11,20 +11,9 @@ import { Composer } from "./composer.js";
 import { MessageList } from "./messages.js";
 import { People } from "./presence.js";
 import { Alert, Status, UnreadTitle } from "./status.js";
-import { userEvent } from "./site.js";
+import { cookie, socketUrl, userEvent } from "./site.js";
 import { RoomSync } from "./sync.js";
 import { Transport } from "./transport.js";
-
-function socketUrl(path) {
-  const url = new URL(path, location.href);
-  url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
-  return url.href;
-}
-
-function cookie(name) {
-  const found = document.cookie.split("; ").find((pair) => pair.startsWith(`${name}=`));
-  return found ? decodeURIComponent(found.slice(name.length + 1)) : null;
-}
 
 function start(root) {
   const me = root.dataset.user;

@@ -9,13 +9,13 @@ import { Transport } from "./transport.js";
 
 const USER_EVENTS = new Set(["unread", "mention"]);
 
-function socketUrl(path) {
+export function socketUrl(path) {
   const url = new URL(path, location.href);
   url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
   return url.href;
 }
 
-function cookie(name) {
+export function cookie(name) {
   const found = document.cookie.split("; ").find((pair) => pair.startsWith(`${name}=`));
   return found ? decodeURIComponent(found.slice(name.length + 1)) : null;
 }
