@@ -97,6 +97,7 @@ def find_or_start(body, session_key):
                         min_interval=settings.CHAT_HTTP_MIN_INTERVAL,
                         request_rate=settings.CHAT_HTTP_REQUEST_RATE,
                         request_burst=settings.CHAT_HTTP_REQUEST_BURST, registry=streams,
+                        limits=client_limits(),
                         hub=runtime.hub(), limiter=runtime.limiter(),
                         authority=runtime.authority(), session_key=session_key,
                         budgets=Budgets.from_settings())
@@ -108,6 +109,13 @@ def find_or_start(body, session_key):
     stream.settle_with(ticket, settings.CHAT_HANDSHAKE_TIMEOUT)
     stream.resume(body["rooms"])
     return stream
+
+
+def client_limits():
+    """What a new stream's first answer tells the client to keep to (docs/protocol.md, 7)."""
+    return {"poll_timeout": settings.CHAT_HTTP_POLL_TIMEOUT, "frames": settings.CHAT_HTTP_FRAMES,
+            "request_rate": settings.CHAT_HTTP_REQUEST_RATE,
+            "request_burst": settings.CHAT_HTTP_REQUEST_BURST}
 
 
 def parse_body(request):

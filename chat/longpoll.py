@@ -37,7 +37,7 @@ class HttpStream(ClientSession):
     log = logger
 
     def __init__(self, user, client_id, *, linger, min_interval, request_rate, request_burst,
-                 registry, **session):
+                 registry, limits=None, **session):
         super().__init__(user, **session)
         self.client_id = client_id
         self.linger = linger
@@ -45,6 +45,8 @@ class HttpStream(ClientSession):
         self.responded_at = float("-inf")
         self.registry = registry
         self.requests = TokenBucket(request_rate, request_burst, self.clock)
+        # What a client must keep to (its timeouts, frames, pace): told until it acks an answer.
+        self.limits = limits
         self.n = 0  # responses of this stream that carried events
         self.unacked = []  # the events (JSON bytes) of response n, until the client acks it
         self.ended = None  # (code, reason) once the stream ended
@@ -90,7 +92,7 @@ class HttpStream(ClientSession):
             if self._consumer is not token:
                 raise Superseded
             self.responded_at = self.clock()
-            return self._respond(resend)
+            return self._respond(resend, self.limits if ack == 0 else None)
         finally:
             if self._consumer is token:
                 self._consumer = self._wake = None
@@ -121,7 +123,7 @@ class HttpStream(ClientSession):
             self._wake = Event()
             self._wake.wait(remaining)
 
-    def _respond(self, resend):
+    def _respond(self, resend, limits=None):
         """Take the outbox as this response's events; end the stream after a close.
 
         A resend goes alone, under the same ``n``: had new events joined it, an older request
@@ -138,7 +140,7 @@ class HttpStream(ClientSession):
         closing = self.outbox.closing if not self.outbox.frames else None
         if closing is not None:
             self.end(*closing)
-        return response_body(self.conn_id, self.n, events, closing)
+        return response_body(self.conn_id, self.n, events, closing, limits=limits)
 
     # -- the transport ------------------------------------------------------------------------
 
@@ -177,10 +179,12 @@ class HttpStream(ClientSession):
         self.finish(code)
 
 
-def response_body(stream_id, n, events, closing=None, superseded=False):
+def response_body(stream_id, n, events, closing=None, superseded=False, limits=None):
     """Build a response's JSON from events that are JSON already (no decoding them again)."""
     head = b'{"stream":"%s","n":%d,"events":[' % (stream_id.encode(), n)
     tail = b"]"
+    if limits is not None:
+        tail += b',"limits":' + protocol.encode(limits)
     if closing is not None:
         tail += b',"close":' + close_object(*closing)
     if superseded:

@@ -258,3 +258,33 @@ def test_a_response_lost_on_the_way_is_asked_for_again_with_the_same_ack_and_sho
     assert posts.count(lost[0]) == 2  # the same request again: same stream, ack and frames
     assert stored(django_db_blocker, room) == ["answered twice, shown once"]
     assert a.seqs() == [1]
+
+
+def test_the_page_keeps_to_the_limits_the_server_tells_it(
+        start_server, make_users, make_room, open_page, django_db_blocker):
+    """A server allowing 2 frames a request: the page learns it from the first answer."""
+    strict = start_server(WEB_CONCURRENCY=2, CHAT_HTTP_FRAMES=2)
+    [(_, key)] = make_users(1, prefix="fblimits")
+    room = make_room()
+    page = open_page(key, on=strict)
+    Proxy(page, "kill")
+    log = HttpLog(page)
+    goto(page, room)
+    on_fallback(page, timeout=WITHIN_MS)
+    bodies = [f"quick {n}" for n in range(5)]
+    # All five in one task of the page: their frames queue up before any request goes.
+    page.page.evaluate("""bodies => {
+        const form = document.querySelector(".composer");
+        for (const body of bodies) {
+            form.elements.body.value = body;
+            form.requestSubmit();
+        }
+    }""", bodies)
+    page.expect_bodies(bodies)
+    assert stored(django_db_blocker, room) == bodies
+    posts = [request.post_data_json["frames"] for request in log.requests if request.method == "POST"]
+    assert sorted(len(frames) for frames in posts if frames)[-3:] == [1, 2, 2]  # 5 = 2 + 2 + 1
+    # The requests with frames (answered at once; a waiting poll's answer may be 25 s away).
+    statuses = {request.response().status for request in log.requests
+                if request.method == "POST" and request.post_data_json["frames"]}
+    assert statuses == {200}

@@ -56,9 +56,12 @@ def test_a_poll_joins_sends_and_hears_a_socket_in_the_same_room(server, make_use
     reply = poller.exchange({"type": "join", "room": room, "ref": "j1"})
     assert [(e["type"], e["ref"]) for e in reply["events"]] == [("joined", "j1")]
     assert reply["n"] == 1
+    # The first answer says what to keep to; later ones (the client acked one) don't repeat it.
+    assert reply["limits"] == {"poll_timeout": 25.0, "frames": 20, "request_rate": 10.0,
+                               "request_burst": 20}
     ws = connect(server, ws_key)
     join(ws, room)
-    poller.exchange(send_frame(room, "over http", "r-http"))
+    assert "limits" not in poller.exchange(send_frame(room, "over http", "r-http"))
     assert receive_type(ws, "message")["body"] == "over http"
     waiting = gevent.spawn(poller.events, "message")
     gevent.sleep(0.3)  # the poll is waiting when the message comes

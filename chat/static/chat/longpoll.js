@@ -11,17 +11,16 @@ import { GOING_AWAY, REFUSED, UNAUTHORIZED } from "./connection.js";
 
 const FIRST_DELAY = 500; // ms: the first retry waits 250-500 ms, as the WebSocket's
 const MAX_DELAY = 10000; // ms: the backoff stops growing here
-const POLL_TIMEOUT = 25000; // ms a poll may wait on the server (CHAT_HTTP_POLL_TIMEOUT's default)
-const REQUEST_TIMEOUT = POLL_TIMEOUT + 10000; // ms: a response later than this is not coming
+// The server's limits until its first answer tells them (`limits`, docs/protocol.md section 7).
+const DEFAULT_LIMITS = { poll_timeout: 25, frames: 20, request_rate: 10, request_burst: 20 };
+const LATE = 10000; // ms past the poll timeout after which a response is not coming
 // ms a superseded poll gets to return. On its own worker it returns at once; one still waiting
 // went to another worker (the request that superseded it started a new stream there): it would
 // hold one of the browser's few connections to this host for the rest of its 25 s.
 const SUPERSEDED_GRACE = 2000;
-const MAX_FRAMES = 20; // frames one request may carry (CHAT_HTTP_FRAMES's default)
-// Requests a second, in bursts: under the server's limit per stream (CHAT_HTTP_REQUEST_RATE,
-// 10 and 20), so that a busy room's polls (each returns at once) batch events instead of a 429.
-const RATE = 8;
-const BURST = 16;
+// The share of the server's request rate and burst per stream (CHAT_HTTP_REQUEST_RATE and
+// _BURST, told in `limits`) that requests keep to: a busy room's polls batch, never get a 429.
+const PACE = 0.8;
 const REFUSED_HTTP = {
   400: "The connection was closed for a protocol error (400).",
   403: "The server refused this connection (403).",
@@ -55,7 +54,8 @@ export class LongPoll {
     this.timer = null; // the pending retry or new stream
     this.retry = null; // what that timer will do
     this.pacing = null; // a flush held back by the request budget
-    this.tokens = BURST;
+    this.keepTo(DEFAULT_LIMITS);
+    this.tokens = this.burst;
     this.filled = performance.now();
     this.stopped = true;
     this.started = false; // ever: "connecting" before, "reconnecting" after
@@ -71,6 +71,16 @@ export class LongPoll {
   start() {
     this.stopped = false;
     this.open();
+  }
+
+  // Keep to the server's limits: its poll timeout, frames per request, and request rate.
+  keepTo(limits) {
+    const number = (value, fallback) => (Number.isFinite(value) && value > 0 ? value : fallback);
+    const given = { ...DEFAULT_LIMITS, ...limits };
+    this.requestTimeout = number(given.poll_timeout, DEFAULT_LIMITS.poll_timeout) * 1000 + LATE;
+    this.maxFrames = Math.floor(number(given.frames, DEFAULT_LIMITS.frames));
+    this.rate = number(given.request_rate, DEFAULT_LIMITS.request_rate) * PACE;
+    this.burst = Math.max(1, Math.floor(number(given.request_burst, DEFAULT_LIMITS.request_burst) * PACE));
   }
 
   // Queue one frame; it goes in the next request. False when stopped.
@@ -151,7 +161,7 @@ export class LongPoll {
       }, wait);
       return;
     }
-    const frames = this.queue.splice(0, MAX_FRAMES);
+    const frames = this.queue.splice(0, this.maxFrames);
     if (waiting) {
       clearTimeout(waiting.timer);
       waiting.timer = setTimeout(() => waiting.controller.abort(), SUPERSEDED_GRACE);
@@ -170,16 +180,16 @@ export class LongPoll {
   // A token bucket: 0 when a request may go now, else the ms until it may.
   budget() {
     const now = performance.now();
-    this.tokens = Math.min(BURST, this.tokens + ((now - this.filled) * RATE) / 1000);
+    this.tokens = Math.min(this.burst, this.tokens + ((now - this.filled) * this.rate) / 1000);
     this.filled = now;
-    if (this.tokens < 1) return ((1 - this.tokens) * 1000) / RATE;
+    if (this.tokens < 1) return ((1 - this.tokens) * 1000) / this.rate;
     this.tokens -= 1;
     return 0;
   }
 
   request(body) {
     const controller = new AbortController();
-    const request = { body, controller, timer: setTimeout(() => controller.abort(), REQUEST_TIMEOUT) };
+    const request = { body, controller, timer: setTimeout(() => controller.abort(), this.requestTimeout) };
     this.current = request;
     fetch(this.path, {
       method: "POST",
@@ -217,6 +227,7 @@ export class LongPoll {
     if (data.superseded) return this.flush(); // a request of ours overtook this one on the way
     const epoch = this.epoch;
     const fresh = data.stream !== this.stream;
+    if (data.limits && typeof data.limits === "object") this.keepTo(data.limits);
     this.stream = data.stream;
     this.ack = Number(data.n) || 0;
     if (fresh && !isEmpty(body.rooms)) this.handlers.restream?.(body.rooms);
