@@ -6,7 +6,6 @@ pass the WebSocket's rule. The body is validated here; the stream (chat/longpoll
 the rest. Refusals before any frame is handled are HTTP statuses with a JSON body.
 """
 import json
-import logging
 import re
 
 from django.conf import settings
@@ -18,8 +17,6 @@ from chat.errors import ServerBusy
 from chat.longpoll import HttpStream, Superseded, response_body
 from chat.ratelimit import Budgets
 from chat.origins import origin_allowed
-
-logger = logging.getLogger(__name__)
 
 CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
 BUSY = "the server is busy: try again later"
